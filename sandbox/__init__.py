@@ -1,0 +1,1 @@
+"""What runs inside each sandbox interpreter: import one package, serve its tasks."""

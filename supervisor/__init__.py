@@ -1,0 +1,1 @@
+"""The host side of cloaca-sandbox: package format, sandboxes, service and CLI."""

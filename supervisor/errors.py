@@ -1,0 +1,58 @@
+"""Why a package was refused: one class per check, each with a stable code."""
+
+from __future__ import annotations
+
+
+class PackageError(ValueError):
+    """A package the loader refuses. `code` names the check that failed."""
+
+    code = "invalid_package"
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class MissingManifestError(PackageError):
+    code = "missing_manifest"
+
+
+class InvalidManifestError(PackageError):
+    code = "invalid_manifest"
+
+
+class WrongLanguageError(PackageError):
+    code = "wrong_language"
+
+
+class UnsupportedPythonError(PackageError):
+    code = "unsupported_python"
+
+
+class FingerprintMismatchError(PackageError):
+    code = "fingerprint_mismatch"
+
+
+class MissingEntryModuleError(PackageError):
+    code = "missing_entry_module"
+
+
+class ShadowingError(PackageError):
+    code = "stdlib_shadowing"
+
+
+class TaskGraphError(PackageError):
+    code = "invalid_task_graph"
+
+
+class DiscoveryError(PackageError):
+    """Importing the entry module failed, timed out, or disagreed with the manifest."""
+
+    code = "discovery_failed"
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class ImportTimeoutError(DiscoveryError):
+    code = "import_timeout"
