@@ -62,6 +62,23 @@ def _relative(path: str, roots: tuple[str, ...]) -> str:
     return path
 
 
+def _inside(path: str, roots: tuple[str, ...]) -> bool:
+    return any(root and path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _drop_runtime_frames(exc: BaseException, roots: tuple[str, ...]) -> None:
+    """Start the traceback at the package's first frame, as Python hides importlib's.
+
+    The frames before it belong to whatever called the task (the runner,
+    the sandbox runtime) and only bury the author's own code.
+    """
+    tb = exc.__traceback__
+    while tb is not None and not _inside(tb.tb_frame.f_code.co_filename, roots):
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+
+
 def error_from_exception(exc: BaseException, roots: tuple[str, ...] = (), kind: str = EXCEPTION) -> TaskError:
     """Describe `exc`, with its chained causes in the traceback text.
 
@@ -69,6 +86,7 @@ def error_from_exception(exc: BaseException, roots: tuple[str, ...] = (), kind: 
     relative to them, so a traceback does not leak the host's layout.
     """
     real_roots = tuple(os.path.realpath(root) for root in roots)
+    _drop_runtime_frames(exc, roots + real_roots)
     text = "".join(traceback.format_exception(exc))
     for root, real in zip(roots, real_roots):
         for prefix in {root.rstrip(os.sep) + os.sep, real.rstrip(os.sep) + os.sep}:
