@@ -24,11 +24,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery, discover_in_subprocess
+from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery
 from supervisor.errors import PackageError
 from supervisor.fingerprint import MANIFEST_NAME, tree_fingerprint
 from supervisor.manifest import FINGERPRINT_PLACEHOLDER, Manifest, ManifestError, parse_manifest
 from supervisor.package import check_package
+from supervisor.sandbox import discover_package
 
 ALL_TARGETS = ["linux-x86_64", "linux-arm64", "macos-x86_64", "macos-arm64"]
 _SKIPPED = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store"}
@@ -150,7 +151,7 @@ def build_package(project_dir: Path, output: Path | None = None,
         # staged tree before anything is imported.
         _write_manifest(stage, _manifest_for(info, FINGERPRINT_PLACEHOLDER, _targets(stage), []))
         staged = check_package(stage)
-        discovery = discover_in_subprocess(staged, import_timeout)
+        discovery = discover_package(staged, import_timeout)
         tasks = [{"id": t.id, "function": t.function, "dependencies": t.dependencies} for t in discovery.tasks]
         manifest = _manifest_for(info, tree_fingerprint(stage), _targets(stage), tasks)
         _write_manifest(stage, manifest)

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from supervisor.errors import DiscoveryError, ImportTimeoutError
-from supervisor.interpreter import build_runtime_dir, sandbox_command, sandbox_environment
+from sandbox.protocol import sandbox_pb2 as pb
+from supervisor.errors import DiscoveryError
 from supervisor.manifest import Manifest
-from supervisor.package import ExtractedPackage
 
 DEFAULT_IMPORT_TIMEOUT = 60.0
 
@@ -66,53 +60,21 @@ def import_timeout_message(seconds: float) -> str:
     return f"Python workflow import timed out after {format_seconds(seconds)}"
 
 
-def discovery_from_document(document: dict[str, Any]) -> Discovery:
-    """Turn a sandbox's discovery answer into a Discovery or a DiscoveryError."""
-    if not document.get("ok"):
-        error = document.get("error") or {}
-        raise DiscoveryError(
-            f"importing the entry module failed: {error.get('type', 'Error')}: {error.get('message', '')}",
-            error.get("traceback", ""),
-        )
-    return Discovery.model_validate(document["discovery"])
-
-
-def discover_in_subprocess(package: ExtractedPackage, timeout: float = DEFAULT_IMPORT_TIMEOUT) -> Discovery:
-    """Import the package's entry module in a fresh, isolated interpreter.
-
-    For the command line; the supervisor's sandboxes discover over their
-    own channel. The interpreter's whole process group is killed on timeout.
-    """
-    with tempfile.TemporaryDirectory(prefix="cloaca-discover-") as scratch:
-        scratch_dir = Path(scratch)
-        home, tmp = scratch_dir / "home", scratch_dir / "tmp"
-        home.mkdir()
-        tmp.mkdir()
-        output = scratch_dir / "discovery.json"
-        command = sandbox_command(package.import_paths, build_runtime_dir(scratch_dir), "sandbox.discover",
-                                  [package.entry_module, str(output)])
-        process = subprocess.Popen(command, cwd=tmp, env=sandbox_environment(home, tmp),
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            _, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ImportTimeoutError(import_timeout_message(timeout)) from None
-        finally:
-            _kill_group(process)
-        if not output.exists():
-            detail = stderr.decode(errors="replace").strip()[-2000:]
-            raise DiscoveryError(
-                f"the discovery interpreter exited with code {process.returncode} before answering", detail)
-        return discovery_from_document(json.loads(output.read_text(encoding="utf-8")))
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
+def discovery_from_proto(message: pb.Discovery) -> Discovery:
+    """The sandbox's Discover answer as a validated Discovery."""
+    return Discovery(
+        tasks=[DiscoveredTask(id=t.id, function=t.function, dependencies=list(t.dependencies), is_async=t.is_async,
+                              docstring=t.docstring, workflow=t.workflow,
+                              retry={"attempts": t.retry.attempts, "backoff": t.retry.backoff,
+                                     "delay_ms": t.retry.delay_ms, "max_delay_ms": t.retry.max_delay_ms},
+                              trigger_rule=json.loads(t.trigger_rule_json or '{"type": "always"}'))
+               for t in message.tasks],
+        workflows=[DiscoveredWorkflow(name=w.name, description=w.description, tags=dict(w.tags), tasks=list(w.tasks))
+                   for w in message.workflows],
+        triggers=[DiscoveredTrigger(name=t.name, function=t.function, workflow=t.workflow,
+                                    options=json.loads(t.options_json or "{}"))
+                  for t in message.triggers],
+    )
 
 
 def compare_with_manifest(manifest: Manifest, discovery: Discovery) -> None:

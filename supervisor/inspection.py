@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.archive import ExtractionLimits
-from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery, compare_with_manifest, discover_in_subprocess
+from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery, compare_with_manifest
 from supervisor.manifest import Manifest
 from supervisor.package import extract_package
+from supervisor.sandbox import discover_package
 
 
 @dataclass
@@ -26,6 +27,6 @@ def inspect_archive(archive: str | os.PathLike[str] | bytes, import_timeout: flo
     """Run all checks, including importing the entry module; raises the first PackageError."""
     with tempfile.TemporaryDirectory(prefix="cloaca-inspect-") as scratch:
         package = extract_package(archive, Path(scratch), limits)
-        discovery = discover_in_subprocess(package, import_timeout)
+        discovery = discover_package(package, import_timeout)
         compare_with_manifest(package.manifest, discovery)
         return InspectionReport(package.manifest, discovery, package.fingerprint, package.warnings)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 # What the sandbox runtime imports; nothing else of the host environment is visible.
-RUNTIME_MODULES = ("cloaca", "sandbox")
+RUNTIME_MODULES = ("cloaca", "sandbox", "grpc", "google.protobuf", "google._upb", "typing_extensions")
 
 # Put the package's dirs first, the runtime last, then run a sandbox entry point.
 BOOTSTRAP = (
@@ -33,13 +33,14 @@ def build_runtime_dir(base: Path, modules: tuple[str, ...] = RUNTIME_MODULES) ->
     runtime.mkdir(mode=0o755, parents=True, exist_ok=True)
     for name in modules:
         spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
+        if spec is None:
             raise RuntimeError(f"the sandbox runtime needs module {name!r}, which is not installed")
-        source = Path(spec.origin)
-        if spec.submodule_search_locations is not None:
-            source = source.parent
         link = runtime.joinpath(*name.split("."))
-        if spec.submodule_search_locations is None:
+        if spec.submodule_search_locations:  # a package, maybe a namespace one
+            source = Path(next(iter(spec.submodule_search_locations)))
+        else:
+            assert spec.origin is not None
+            source = Path(spec.origin)
             link = link.with_name(source.name)
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():

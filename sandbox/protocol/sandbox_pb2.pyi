@@ -1,0 +1,158 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DiscoverRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DiscoverResponse(_message.Message):
+    __slots__ = ("ok", "discovery", "error", "pid")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    discovery: Discovery
+    error: TaskError
+    pid: int
+    def __init__(self, ok: _Optional[bool] = ..., discovery: _Optional[_Union[Discovery, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class Discovery(_message.Message):
+    __slots__ = ("tasks", "workflows", "triggers")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    workflows: _containers.RepeatedCompositeFieldContainer[Workflow]
+    triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("attempts", "backoff", "delay_ms", "max_delay_ms")
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    attempts: int
+    backoff: str
+    delay_ms: int
+    max_delay_ms: int
+    def __init__(self, attempts: _Optional[int] = ..., backoff: _Optional[str] = ..., delay_ms: _Optional[int] = ..., max_delay_ms: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("id", "function", "dependencies", "is_async", "docstring", "workflow", "retry", "trigger_rule_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    DOCSTRING_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_RULE_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    function: str
+    dependencies: _containers.RepeatedScalarFieldContainer[str]
+    is_async: bool
+    docstring: str
+    workflow: str
+    retry: RetryPolicy
+    trigger_rule_json: str
+    def __init__(self, id: _Optional[str] = ..., function: _Optional[str] = ..., dependencies: _Optional[_Iterable[str]] = ..., is_async: _Optional[bool] = ..., docstring: _Optional[str] = ..., workflow: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., trigger_rule_json: _Optional[str] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("name", "description", "tags", "tasks")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    tags: _containers.ScalarMap[str, str]
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Trigger(_message.Message):
+    __slots__ = ("name", "function", "workflow", "options_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    function: str
+    workflow: str
+    options_json: str
+    def __init__(self, name: _Optional[str] = ..., function: _Optional[str] = ..., workflow: _Optional[str] = ..., options_json: _Optional[str] = ...) -> None: ...
+
+class CallRequest(_message.Message):
+    __slots__ = ("call_id", "task_id", "context_json")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    task_id: str
+    context_json: bytes
+    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("file", "line", "function")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    line: int
+    function: str
+    def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., function: _Optional[str] = ...) -> None: ...
+
+class TaskError(_message.Message):
+    __slots__ = ("kind", "type", "message", "traceback", "frames")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    type: str
+    message: str
+    traceback: str
+    frames: _containers.RepeatedCompositeFieldContainer[Frame]
+    def __init__(self, kind: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
+
+class CapturedOutput(_message.Message):
+    __slots__ = ("stdout", "stderr", "stdout_dropped_bytes", "stderr_dropped_bytes")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STDERR_DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    stdout: str
+    stderr: str
+    stdout_dropped_bytes: int
+    stderr_dropped_bytes: int
+    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_dropped_bytes: _Optional[int] = ..., stderr_dropped_bytes: _Optional[int] = ...) -> None: ...
+
+class CallResponse(_message.Message):
+    __slots__ = ("call_id", "ok", "context_json", "error", "output", "duration_ms")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    ok: bool
+    context_json: bytes
+    error: TaskError
+    output: CapturedOutput
+    duration_ms: float
+    def __init__(self, call_id: _Optional[int] = ..., ok: _Optional[bool] = ..., context_json: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., output: _Optional[_Union[CapturedOutput, _Mapping]] = ..., duration_ms: _Optional[float] = ...) -> None: ...

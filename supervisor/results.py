@@ -1,0 +1,92 @@
+"""What the embedding API answers: call results, package info, and refusals.
+
+A task's own failure is a CallResult with an error, not an exception.
+`CallRejected` and its kinds are for requests that cannot be served at all;
+each has a `code` the gRPC service maps to a status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloaca.engine import Status
+from cloaca.errors import TaskError
+
+
+@dataclass(frozen=True)
+class CallOutput:
+    stdout: str = ""
+    stderr: str = ""
+    stdout_dropped_bytes: int = 0
+    stderr_dropped_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class CallResult:
+    package: str
+    task: str
+    status: Status
+    context: dict[str, Any] | None
+    error: TaskError | None
+    output: CallOutput = field(default_factory=CallOutput)
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.lower(),
+            "context": self.context,
+            "error": self.error.to_dict() if self.error else None,
+            "output": {"stdout": self.output.stdout, "stderr": self.output.stderr,
+                       "stdout_dropped_bytes": self.output.stdout_dropped_bytes,
+                       "stderr_dropped_bytes": self.output.stderr_dropped_bytes},
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    name: str
+    version: str
+    state: str  # starting, ready, restarting, failed, stopped
+    error: str | None
+    tasks: list[str]
+    workflows: list[str]
+    pid: int | None
+    restarts: int
+    memory_bytes: int
+    fingerprint: str
+    warnings: list[str]
+
+
+class CallRejected(Exception):
+    """A request that cannot be served; `code` names why."""
+
+    code = "rejected"
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class UnknownPackageError(CallRejected):
+    code = "not_found"
+
+
+class UnknownTaskError(CallRejected):
+    code = "not_found"
+
+
+class InvalidContextError(CallRejected):
+    code = "invalid_argument"
+
+
+class PackageUnavailableError(CallRejected):
+    code = "unavailable"
+
+
+class OverloadedError(CallRejected):
+    code = "resource_exhausted"
