@@ -35,6 +35,10 @@ class SandboxGone(Exception):
         self.error = error
 
 
+class ChannelClosed(Exception):
+    """The call was not sent: this channel's stream has ended. Safe to retry elsewhere."""
+
+
 class SandboxChannel:
     def __init__(self, socket_path: str, on_stream_end: Callable[[], None] | None = None) -> None:
         self._channel = grpc.insecure_channel(
@@ -55,6 +59,7 @@ class SandboxChannel:
         self._requests: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
         self._failure: TaskError | None = None
+        self._stream_ended = False
         self._on_stream_end = on_stream_end
 
     def wait_ready(self, deadline: float, alive: Callable[[], bool]) -> bool:
@@ -92,15 +97,21 @@ class SandboxChannel:
                     future.set_result(response)
         except grpc.RpcError as exc:
             log.debug("call stream ended: %s", exc)
+        with self._lock:
+            self._stream_ended = True
         if self._on_stream_end is not None:
             self._on_stream_end()
 
+    @property
+    def usable(self) -> bool:
+        return not self._stream_ended and self._failure is None
+
     def submit(self, task_id: str, context_json: bytes) -> Future[pb.CallResponse]:
+        """Send a call; raises ChannelClosed (nothing sent) once the stream has ended."""
         future: Future[pb.CallResponse] = Future()
         with self._lock:
-            if self._failure is not None:
-                future.set_exception(SandboxGone(self._failure))
-                return future
+            if not self.usable:
+                raise ChannelClosed()
             call_id = next(self._ids)
             self._pending[call_id] = future
         self._requests.put(pb.CallRequest(call_id=call_id, task_id=task_id, context_json=context_json))

@@ -21,7 +21,7 @@ import grpc
 from cloaca.engine import COMPLETED, FAILED, Status
 from cloaca.errors import CRASHED, MEMORY_LIMIT, TIMEOUT, UNAVAILABLE, Frame, TaskError
 from sandbox.protocol import sandbox_pb2 as pb
-from supervisor.channel import SandboxChannel, SandboxGone
+from supervisor.channel import ChannelClosed, SandboxChannel, SandboxGone
 from supervisor.config import MIB, EffectiveLimits, SupervisorConfig
 from supervisor.discovery import Discovery, discovery_from_proto, import_timeout_message
 from supervisor.errors import DiscoveryError, ImportTimeoutError
@@ -105,7 +105,7 @@ class PackageSandbox:
         group = self.memory.create(self.name, self.limits.memory_limit_bytes)
         process = SandboxProcess(self.name, self.package.import_paths, self.package.entry_module, self.runtime_dir,
                                  self.work_dir, self.limits.max_concurrency, self.config.output_limit_bytes, group)
-        channel = SandboxChannel(str(process.socket_path))
+        channel = SandboxChannel(str(process.socket_path), on_stream_end=self._wake)
         try:
             if not channel.wait_ready(deadline, alive=lambda: process.poll() is None and not self._stopping.is_set()):
                 raise self._start_failure(process, timeout)
@@ -134,6 +134,10 @@ class PackageSandbox:
             return ImportTimeoutError(import_timeout_message(timeout))
         return DiscoveryError(f"the sandbox {describe_exit(returncode)} before it was ready", process.output_tail())
 
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
     # --- dying and restarting ----------------------------------------------------
 
     def _watch(self, incarnation: Incarnation) -> None:
@@ -143,21 +147,23 @@ class PackageSandbox:
     def _watch_incarnation(self, incarnation: Incarnation) -> None:
         returncode = incarnation.process.wait()
         error = self._death_error(incarnation, returncode)
-        incarnation.process.kill_tree()  # whatever it started dies with it
+        stopping = self._stopping.is_set()
+        with self._cond:
+            # Swap it out first, so no new call is sent to it while we answer its calls.
+            if self._current is incarnation:
+                self._current = None
+            if not stopping:
+                self.state = RESTARTING
+                self.last_error = error.message
+                self._restarting = True
+            self._cond.notify_all()
         incarnation.channel.fail_all(error)
+        incarnation.process.kill_tree()  # whatever it started dies with it
         incarnation.channel.close()
         incarnation.process.cleanup()
         incarnation.dead.set()
-        with self._cond:
-            if self._current is incarnation:
-                self._current = None
-            if self._stopping.is_set():
-                self._cond.notify_all()
-                return
-            self.state = RESTARTING
-            self.last_error = error.message
-            self._restarting = True
-            self._cond.notify_all()
+        if stopping:
+            return
         log.warning("sandbox for %s (pid %d) %s: %s; restarting", self.name, incarnation.process.pid,
                     describe_exit(returncode), error.message)
         if incarnation.uptime < self.config.stable_after:
@@ -257,19 +263,25 @@ class PackageSandbox:
                     f"{self.limits.max_queue} waiting; try again later")
             self._admitted += 1
         try:
-            incarnation = self._acquire(deadline)
-            if incarnation is None:
-                return self._result(task_id, started, error=TaskError(
-                    TIMEOUT, "TimeoutError", f"task {task_id!r} waited {timeout:g}s for the sandbox and never ran"))
-            try:
-                return self._send(incarnation, task_id, context_json, timeout, deadline, started)
-            finally:
-                with self._cond:
-                    self._running -= 1
-                    self._cond.notify_all()
+            while True:
+                incarnation = self._acquire(deadline)
+                if incarnation is None:
+                    return self._result(task_id, started, error=TaskError(
+                        TIMEOUT, "TimeoutError", f"task {task_id!r} waited {timeout:g}s for its sandbox and never ran"))
+                try:
+                    return self._send(incarnation, task_id, context_json, timeout, deadline, started)
+                except ChannelClosed:
+                    continue  # that sandbox just died and nothing was sent: wait for the next one
+                finally:
+                    self._release_slot()
         finally:
             with self._cond:
                 self._admitted -= 1
+
+    def _release_slot(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
 
     def _refuse_if_unavailable(self) -> None:
         if self.state == FAILED_STATE:
@@ -282,7 +294,7 @@ class PackageSandbox:
         with self._cond:
             while True:
                 self._refuse_if_unavailable()
-                if self.state == READY and self._current is not None \
+                if self.state == READY and self._current is not None and self._current.channel.usable \
                         and self._running < self.limits.max_concurrency:
                     self._running += 1
                     return self._current

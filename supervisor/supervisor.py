@@ -114,8 +114,7 @@ class Supervisor:
             discovery = sandbox.start()
             compare_with_manifest(package.manifest, discovery)
         except BaseException:
-            sandbox.stop(grace=0)
-            package.remove()
+            self._discard(package, sandbox, grace=0)
             raise
         loaded = LoadedPackage(package, sandbox, discovery)
         with self._lock:
@@ -136,9 +135,14 @@ class Supervisor:
         log.info("unloaded %s %s", name, loaded.package.version)
 
     def _retire(self, loaded: LoadedPackage) -> None:
-        loaded.sandbox.stop()
-        loaded.package.remove()
-        shutil.rmtree(loaded.sandbox.work_dir, ignore_errors=True)
+        self._discard(loaded.package, loaded.sandbox)
+
+    @staticmethod
+    def _discard(package: ExtractedPackage, sandbox: PackageSandbox, grace: float | None = None) -> None:
+        """Stop the sandbox (its whole tree) and remove everything the package had on disk."""
+        sandbox.stop(grace)
+        package.remove()
+        shutil.rmtree(sandbox.work_dir, ignore_errors=True)
 
     def packages(self) -> list[PackageInfo]:
         with self._lock:
