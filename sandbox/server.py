@@ -13,7 +13,9 @@ import asyncio
 import ctypes
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
@@ -139,6 +141,16 @@ def _become_subreaper() -> None:
             pass
 
 
+def _die_with_supervisor() -> None:
+    """Our stdin is a pipe the supervisor holds open: EOF means it is gone, so go too.
+
+    Without this a supervisor killed with SIGKILL would leave every sandbox running.
+    """
+    while os.read(0, 4096):
+        pass
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 async def serve(entry_module: str, socket_path: str, max_concurrency: int, output_limit: int,
                 package_paths: list[str]) -> None:
     servicer = SandboxServicer(entry_module, package_paths, max_concurrency, output_limit)
@@ -156,5 +168,6 @@ def main(argv: list[str], package_paths: list[str]) -> int:
     entry_module, socket_path, max_concurrency, output_limit = argv
     capture.install()
     _become_subreaper()
+    threading.Thread(target=_die_with_supervisor, name="lifeline", daemon=True).start()
     asyncio.run(serve(entry_module, socket_path, int(max_concurrency), int(output_limit), package_paths))
     return 0

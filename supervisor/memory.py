@@ -83,6 +83,38 @@ class MemoryGroup:
             log.debug("could not remove cgroup %s: %s", self.path, exc)
 
 
+def _remove_abandoned(root: Path, version: int) -> None:
+    """Kill and remove groups left by supervisors that died without cleaning up."""
+    try:
+        candidates = list(root.glob("cloaca-sandbox-*"))
+    except OSError:
+        return
+    for parent in candidates:
+        try:
+            owner = int(parent.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if _pid_alive(owner):
+            continue
+        for group in [path for path in parent.iterdir() if path.is_dir()]:
+            MemoryGroup(group, version).remove()
+        try:
+            parent.rmdir()
+            log.info("removed cgroup %s left by a supervisor that is gone", parent)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class MemoryBackend:
     """Makes a MemoryGroup per sandbox, or None where no hard limit is possible."""
 
@@ -99,6 +131,7 @@ class MemoryBackend:
     @classmethod
     def detect(cls) -> "MemoryBackend":
         for version, root in ((2, V2_ROOT), (1, V1_ROOT)):
+            _remove_abandoned(root, version)
             parent = root / f"cloaca-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
                 if version == 2 and "memory" not in (root / "cgroup.controllers").read_text().split():

@@ -41,7 +41,8 @@ class SandboxProcess:
                                   [entry_module, str(self.socket_path), str(max_concurrency), str(output_limit)])
         self._tail: deque[str] = deque(maxlen=50)
         self.popen = subprocess.Popen(
-            command, cwd=tmp, env=sandbox_environment(home, tmp, extra_env), stdin=subprocess.DEVNULL,
+            # stdin is the sandbox's lifeline: it exits when this end closes, even on SIGKILL.
+            command, cwd=tmp, env=sandbox_environment(home, tmp, extra_env), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if memory_group is not None:
@@ -117,8 +118,9 @@ class SandboxProcess:
 
     def cleanup(self) -> None:
         """After the process is gone: close its pipe and remove its socket directory."""
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            if pipe is not None:
+                pipe.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         if self.memory_group is not None:
             self.memory_group.remove()
