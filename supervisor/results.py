@@ -50,6 +50,8 @@ class CallResult:
 
 @dataclass(frozen=True)
 class PackageInfo:
+    key: str  # what call() and friends take: the name, or "namespace/name"
+    namespace: str | None
     name: str
     version: str
     state: str  # starting, ready, restarting, failed, stopped

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cloaca._json import check_json_object
 from cloaca.context import Context
@@ -52,10 +52,17 @@ ContextLike = Context | Mapping[str, Any] | str | bytes | None
 
 @dataclass
 class LoadedPackage:
+    key: str
+    namespace: str | None
     package: ExtractedPackage
     sandbox: PackageSandbox
     discovery: Discovery
     memory_bytes: int = 0
+
+
+def package_key(name: str, namespace: str | None) -> str:
+    """How a package is addressed: its name, or "namespace/name" inside a namespace (a tenant)."""
+    return f"{namespace}/{name}" if namespace else name
 
 
 def encode_context(context: ContextLike) -> bytes:
@@ -95,35 +102,48 @@ class Supervisor:
         log.info("memory limits: %s", self.memory.description)
         self._packages: dict[str, LoadedPackage] = {}
         self._lock = threading.RLock()
+        self._retiring: list[threading.Thread] = []
         self._closed = threading.Event()
         self._monitor = threading.Thread(target=self._monitor_memory, name="memory-monitor", daemon=True)
         self._monitor.start()
 
     # --- packages ----------------------------------------------------------------
 
-    def load(self, archive: bytes | str | os.PathLike[str], limits: PackageLimits | None = None) -> PackageInfo:
+    def load(self, archive: bytes | str | os.PathLike[str], limits: PackageLimits | None = None, *,
+             namespace: str | None = None, check: Callable[[ExtractedPackage], None] | None = None) -> PackageInfo:
         """Check, extract and start a package; replaces a loaded package of the same name.
 
-        Raises a PackageError (supervisor.errors) naming the check that failed;
-        nothing is left behind when it does.
+        The package is addressed as its name, or "namespace/name" when a
+        namespace (a tenant) is given. `check` may refuse the extracted
+        package (by raising) before its sandbox starts. Raises a PackageError
+        (supervisor.errors) naming the check that failed; nothing is left
+        behind when it does. A replaced package's sandbox drains in the
+        background: calls it is running finish there, new ones go to the new one.
         """
         self._check_open()
         package = extract_package(archive, self.staging_dir, self.extraction_limits)
         sandbox = PackageSandbox(package, self.config.limits_for(limits), self.config, self.runtime_dir, self.memory)
         try:
+            if check is not None:
+                check(package)
             discovery = sandbox.start()
             compare_with_manifest(package.manifest, discovery)
         except BaseException:
             self._discard(package, sandbox, grace=0)
             raise
-        loaded = LoadedPackage(package, sandbox, discovery)
+        key = package_key(package.name, namespace)
+        loaded = LoadedPackage(key, namespace, package, sandbox, discovery)
         with self._lock:
-            previous = self._packages.get(package.name)
-            self._packages[package.name] = loaded
-        log.info("loaded %s %s: %d tasks", package.name, package.version, len(discovery.tasks))
+            previous = self._packages.get(key)
+            self._packages[key] = loaded
+        log.info("loaded %s %s: %d tasks", key, package.version, len(discovery.tasks))
         if previous is not None:
-            # New calls already go to the new sandbox; the old one finishes what it has.
-            self._retire(previous)
+            log.info("replaced %s %s; its sandbox drains", key, previous.package.version)
+            drain = threading.Thread(target=self._retire, args=(previous, previous.sandbox.limits.call_timeout),
+                                     name=f"drain-{key}", daemon=True)
+            with self._lock:
+                self._retiring = [thread for thread in self._retiring if thread.is_alive()] + [drain]
+            drain.start()
         return self._info(loaded)
 
     def unload(self, name: str) -> None:
@@ -134,8 +154,8 @@ class Supervisor:
         self._retire(loaded)
         log.info("unloaded %s %s", name, loaded.package.version)
 
-    def _retire(self, loaded: LoadedPackage) -> None:
-        self._discard(loaded.package, loaded.sandbox)
+    def _retire(self, loaded: LoadedPackage, grace: float | None = None) -> None:
+        self._discard(loaded.package, loaded.sandbox, grace)
 
     @staticmethod
     def _discard(package: ExtractedPackage, sandbox: PackageSandbox, grace: float | None = None) -> None:
@@ -173,6 +193,7 @@ class Supervisor:
     def _info(self, loaded: LoadedPackage) -> PackageInfo:
         sandbox = loaded.sandbox
         return PackageInfo(
+            key=loaded.key, namespace=loaded.namespace,
             name=loaded.package.name, version=loaded.package.version, state=sandbox.state,
             error=sandbox.last_error if sandbox.state != "ready" else None,
             tasks=[task.id for task in loaded.discovery.tasks],
@@ -258,6 +279,10 @@ class Supervisor:
         if loaded:
             with ThreadPoolExecutor(max_workers=min(16, len(loaded))) as pool:
                 list(pool.map(self._retire, loaded))
+        with self._lock:
+            retiring = list(self._retiring)
+        for thread in retiring:
+            thread.join()
         self._monitor.join(timeout=5)
         self.memory.close()
         if self._owns_work_dir:

@@ -1,0 +1,229 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[Status]
+    COMPLETED: _ClassVar[Status]
+    FAILED: _ClassVar[Status]
+    SKIPPED: _ClassVar[Status]
+STATUS_UNSPECIFIED: Status
+COMPLETED: Status
+FAILED: Status
+SKIPPED: Status
+
+class UploadPackageRequest(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class Package(_message.Message):
+    __slots__ = ("name", "version", "state", "error", "tasks", "workflows", "pid", "restarts", "memory_bytes", "fingerprint", "source")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Package.State]
+        LOADING: _ClassVar[Package.State]
+        READY: _ClassVar[Package.State]
+        FAILED: _ClassVar[Package.State]
+    STATE_UNSPECIFIED: Package.State
+    LOADING: Package.State
+    READY: Package.State
+    FAILED: Package.State
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    state: Package.State
+    error: str
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    workflows: _containers.RepeatedCompositeFieldContainer[Workflow]
+    pid: int
+    restarts: int
+    memory_bytes: int
+    fingerprint: str
+    source: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[Package.State, str]] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("id", "function", "dependencies", "is_async", "docstring", "workflow")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    DOCSTRING_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    function: str
+    dependencies: _containers.RepeatedScalarFieldContainer[str]
+    is_async: bool
+    docstring: str
+    workflow: str
+    def __init__(self, id: _Optional[str] = ..., function: _Optional[str] = ..., dependencies: _Optional[_Iterable[str]] = ..., is_async: _Optional[bool] = ..., docstring: _Optional[str] = ..., workflow: _Optional[str] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("name", "description", "tasks")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UnloadPackageRequest(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    def __init__(self, package: _Optional[str] = ...) -> None: ...
+
+class UnloadPackageResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPackagesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPackagesResponse(_message.Message):
+    __slots__ = ("packages",)
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    packages: _containers.RepeatedCompositeFieldContainer[Package]
+    def __init__(self, packages: _Optional[_Iterable[_Union[Package, _Mapping]]] = ...) -> None: ...
+
+class GetPackageRequest(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    def __init__(self, package: _Optional[str] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    def __init__(self, package: _Optional[str] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("tasks", "workflows")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    workflows: _containers.RepeatedCompositeFieldContainer[Workflow]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("file", "line", "function")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    line: int
+    function: str
+    def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., function: _Optional[str] = ...) -> None: ...
+
+class TaskError(_message.Message):
+    __slots__ = ("kind", "type", "message", "traceback", "frames")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    type: str
+    message: str
+    traceback: str
+    frames: _containers.RepeatedCompositeFieldContainer[Frame]
+    def __init__(self, kind: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
+
+class CapturedOutput(_message.Message):
+    __slots__ = ("stdout", "stderr", "stdout_dropped_bytes", "stderr_dropped_bytes")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STDERR_DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    stdout: str
+    stderr: str
+    stdout_dropped_bytes: int
+    stderr_dropped_bytes: int
+    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_dropped_bytes: _Optional[int] = ..., stderr_dropped_bytes: _Optional[int] = ...) -> None: ...
+
+class CallTaskRequest(_message.Message):
+    __slots__ = ("package", "task", "context_json", "timeout_seconds")
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    task: str
+    context_json: bytes
+    timeout_seconds: float
+    def __init__(self, package: _Optional[str] = ..., task: _Optional[str] = ..., context_json: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class CallTaskResponse(_message.Message):
+    __slots__ = ("status", "context_json", "error", "output", "duration_ms")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    context_json: bytes
+    error: TaskError
+    output: CapturedOutput
+    duration_ms: float
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., context_json: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., output: _Optional[_Union[CapturedOutput, _Mapping]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+
+class RunWorkflowRequest(_message.Message):
+    __slots__ = ("package", "workflow", "context_json")
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    workflow: str
+    context_json: bytes
+    def __init__(self, package: _Optional[str] = ..., workflow: _Optional[str] = ..., context_json: _Optional[bytes] = ...) -> None: ...
+
+class TaskOutcome(_message.Message):
+    __slots__ = ("task_id", "status", "attempts", "duration_ms", "error", "skip_reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: Status
+    attempts: int
+    duration_ms: float
+    error: TaskError
+    skip_reason: str
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., attempts: _Optional[int] = ..., duration_ms: _Optional[float] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
+class RunWorkflowResponse(_message.Message):
+    __slots__ = ("status", "workflow", "final_context_json", "tasks", "duration_ms")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    FINAL_CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    workflow: str
+    final_context_json: bytes
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskOutcome]
+    duration_ms: float
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., workflow: _Optional[str] = ..., final_context_json: _Optional[bytes] = ..., tasks: _Optional[_Iterable[_Union[TaskOutcome, _Mapping]]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
