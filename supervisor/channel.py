@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ class ChannelClosed(Exception):
 
 class SandboxChannel:
     def __init__(self, socket_path: str, on_stream_end: Callable[[], None] | None = None) -> None:
+        self.socket_path = socket_path
         self._channel = grpc.insecure_channel(
             f"unix:{socket_path}",
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -63,18 +65,16 @@ class SandboxChannel:
         self._on_stream_end = on_stream_end
 
     def wait_ready(self, deadline: float, alive: Callable[[], bool]) -> bool:
-        """Wait until the socket accepts connections, while `alive()` holds and time remains."""
-        ready = grpc.channel_ready_future(self._channel)
-        try:
-            while time.monotonic() < deadline and alive():
-                try:
-                    ready.result(timeout=min(0.05, max(0.0, deadline - time.monotonic())))
-                    return True
-                except grpc.FutureTimeoutError:
-                    continue
-            return False
-        finally:
-            ready.cancel()
+        """Wait until the sandbox has bound its socket, while `alive()` holds and time remains.
+
+        Watching the file, rather than the channel's connectivity, leaves no
+        gRPC watcher thread behind to trip over the channel when it closes.
+        """
+        while time.monotonic() < deadline and alive():
+            if os.path.exists(self.socket_path):
+                return True
+            time.sleep(0.005)
+        return False
 
     def discover(self, timeout: float) -> pb.DiscoverResponse:
         return self._stub.Discover(pb.DiscoverRequest(), timeout=timeout, wait_for_ready=True)

@@ -111,7 +111,7 @@ def command_serve(args: argparse.Namespace) -> int:
             listen=args.listen, data_dir=Path(args.data_dir).expanduser(), packages=[Path(p) for p in args.packages],
             api_keys=args.api_keys and Path(args.api_keys), import_timeout=args.import_timeout,
             call_timeout=args.call_timeout, memory_limit_mib=args.memory_limit or None,
-            max_concurrency=args.max_concurrency, max_context_mib=args.max_context_mib,
+            max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_context_mib=args.max_context_mib,
             tls_cert=args.tls_cert and Path(args.tls_cert), tls_key=args.tls_key and Path(args.tls_key))
         server = SupervisorServer(config)
     except (ConfigError, ValueError) as exc:
@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per sandbox, its whole process tree; 0 for none")
     serve.add_argument("--max-concurrency", type=int, default=_env("MAX_CONCURRENCY", 4, int), metavar="N",
                        help="calls one sandbox runs at once")
+    serve.add_argument("--max-queue", type=int, default=_env("MAX_QUEUE", 64, int), metavar="N",
+                       help="calls that may wait for a busy sandbox; more are refused at once")
     serve.add_argument("--max-context-mib", type=int, default=_env("MAX_CONTEXT_MIB", 64, int), metavar="MIB")
     serve.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="FILE")
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="FILE")

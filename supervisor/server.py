@@ -36,12 +36,13 @@ class ServiceConfig(BaseModel):
     call_timeout: float = Field(default=300.0, gt=0)
     memory_limit_mib: int | None = Field(default=1024, gt=0)
     max_concurrency: int = Field(default=4, ge=1)
+    max_queue: int = Field(default=64, ge=0)
     max_context_mib: int = Field(default=64, ge=1)
     max_archive_mib: int = Field(default=512, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     watch_interval: float = Field(default=1.0, gt=0)
-    workers: int = Field(default=64, ge=4, description="threads serving requests")
+    workers: int = Field(default=256, ge=4, description="requests served at once; more are refused at once")
 
 
 class ConfigError(ValueError):
@@ -74,9 +75,12 @@ class SupervisorServer:
         self.host = PackageHost(config.data_dir, SupervisorConfig(
             work_dir=config.data_dir / "work", import_timeout=config.import_timeout,
             call_timeout=config.call_timeout, memory_limit_mib=config.memory_limit_mib,
-            max_concurrency=config.max_concurrency))
+            max_concurrency=config.max_concurrency, max_queue=config.max_queue))
         message_limit = config.max_context_mib * MIB + MIB  # a context plus the message around it
+        # Each call waiting on a sandbox holds a thread; past `workers` gRPC refuses
+        # with RESOURCE_EXHAUSTED instead of queueing callers where nobody sees them.
         self.server = grpc.server(ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+                                  maximum_concurrent_rpcs=config.workers,
                                   options=[("grpc.max_receive_message_length", message_limit),
                                            ("grpc.max_send_message_length", message_limit)])
         supervisor_pb2_grpc.add_SupervisorServicer_to_server(
