@@ -102,9 +102,11 @@ class SupervisorServer:
         self.loaded = threading.Event()  # set once restore and the first scan are done
 
     def start(self) -> None:
-        self.server.start()
+        # Health says NOT_SERVING until every stored and watched package has had its
+        # load attempted; the API answers meanwhile, showing those as loading.
         for service in ("", SERVICE_NAME):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.start()
         log.info("listening on %s (%s); %s", self.config.listen,
                  "API keys required" if self.config.api_keys else "no API keys: loopback only",
                  self.host.supervisor.memory.description)
@@ -115,7 +117,10 @@ class SupervisorServer:
             self.host.restore()
             self.watcher.start()
         finally:
+            for service in ("", SERVICE_NAME):
+                self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
             self.loaded.set()
+            log.info("initial load done: %d packages", len(self.host.supervisor.packages()))
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let calls under way finish within `grace`, then stop every sandbox."""
