@@ -107,9 +107,8 @@ class SupervisorServer:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.start()
-        log.info("listening on %s (%s); %s", self.config.listen,
-                 "API keys required" if self.config.api_keys else "no API keys: loopback only",
-                 self.host.supervisor.memory.description)
+        log.info("listening on %s (%s)", self.config.listen,
+                 "API keys required" if self.config.api_keys else "no API keys: loopback only")
         self._loader.start()
 
     def _load_packages(self) -> None:

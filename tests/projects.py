@@ -11,6 +11,20 @@ from supervisor.build import build_package
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+# Imports fine until its task breaks it: after that every restart fails, so the
+# supervisor must give up and mark the package failed.
+FRAGILE = '''
+import os
+import cloaca
+if os.path.exists(os.path.join(os.environ["HOME"], "broken")):
+    raise RuntimeError("configuration is broken")
+
+@cloaca.task(id="break_it")
+def break_it(context):
+    open(os.path.join(os.environ["HOME"], "broken"), "w").close()
+    os._exit(1)
+'''
+
 
 def build(root: Path, name: str, source: str, *, module: str | None = None,
           files: dict[str, str] | None = None, vendor: Sequence[Path] = (), layout: str = "root",

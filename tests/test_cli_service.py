@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import ROOT
 from tests.projects import build
+from tests.waiting import gone, wait_until
 
 DEMO = '''
 import time
@@ -111,15 +112,8 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
         daemon.stop(signal.SIGKILL)
 
 
-def wait_until(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
-
-
 def all_gone(pids: list[int]) -> bool:
-    return all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE for pid in pids)
+    return all(gone(pid) for pid in pids)
 
 
 def test_client_commands_output_and_exit_codes(daemons, demo_archive, tmp_path):

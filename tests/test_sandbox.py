@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -23,7 +22,8 @@ from supervisor.results import (
 )
 from supervisor.supervisor import AsyncSupervisor, Supervisor
 from tests.archives import manifest_dict, package_bytes
-from tests.projects import FIXTURES, build
+from tests.projects import FIXTURES, FRAGILE, build
+from tests.waiting import gone, wait_gone, wait_until
 
 MISBEHAVING = '''
 import ctypes, os, subprocess, sys, time
@@ -110,20 +110,6 @@ def supervisor(archives: dict[str, Path]) -> Supervisor:
         running.load(archives["misbehaving"])
         running.load(archives["steady"])
         yield running
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(pid: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not gone(pid):
-        assert time.monotonic() < deadline, f"process {pid} is still running"
-        time.sleep(0.05)
 
 
 def assert_others_serve(supervisor: Supervisor) -> None:
@@ -355,25 +341,12 @@ def test_import_error_and_manifest_mismatch_refuse_the_load(tmp_path):
 
 
 def test_sandbox_that_keeps_dying_at_start_is_marked_failed(tmp_path):
-    archive = build(tmp_path, "fragile", '''
-        import os
-        import cloaca
-        if os.path.exists(os.path.join(os.environ["HOME"], "broken")):
-            raise RuntimeError("configuration is broken")
-
-        @cloaca.task(id="break_it")
-        def break_it(context):
-            open(os.path.join(os.environ["HOME"], "broken"), "w").close()
-            os._exit(1)
-    ''')
+    archive = build(tmp_path, "fragile", FRAGILE)
     config = SupervisorConfig(max_start_failures=2, restart_backoff_initial=0.01)
     with Supervisor(config) as supervisor:
         supervisor.load(archive)
         assert supervisor.call("fragile", "break_it").error.kind == "crashed"
-        deadline = time.monotonic() + 60
-        while supervisor.package("fragile").state != "failed":
-            assert time.monotonic() < deadline, supervisor.package("fragile")
-            time.sleep(0.05)
+        wait_until(lambda: supervisor.package("fragile").state == "failed", what="the failed state")
         info = supervisor.package("fragile")
         assert "configuration is broken" in info.error
         with pytest.raises(PackageUnavailableError, match="has failed: .*configuration is broken"):

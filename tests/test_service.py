@@ -17,8 +17,8 @@ from supervisor.api import supervisor_pb2 as pb
 from supervisor.auth import KeyFileError, load_api_keys
 from supervisor.client import SupervisorClient
 from supervisor.server import ConfigError, ServiceConfig, SupervisorServer
-from tests.archives import manifest_dict, package_bytes
-from tests.projects import build
+from tests.projects import FRAGILE, build
+from tests.waiting import wait_until
 
 DEMO = '''
 import os, time
@@ -56,17 +56,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Larger than gRPC's default 4 MiB message: the upload must stream.
         "big": build(root, "big", "import cloaca\n@cloaca.task(id='size')\ndef size(c):\n    pass\n",
                      blobs={"vendor/blob.bin": os.urandom(6 * 1024 * 1024)}),
-        "fragile": build(root, "fragile", '''
-            import os
-            import cloaca
-            if os.path.exists(os.path.join(os.environ["HOME"], "broken")):
-                raise RuntimeError("configuration is broken")
-
-            @cloaca.task(id="break_it")
-            def break_it(context):
-                open(os.path.join(os.environ["HOME"], "broken"), "w").close()
-                os._exit(1)
-        '''),
+        "fragile": build(root, "fragile", FRAGILE),
     }
 
 
@@ -190,10 +180,7 @@ def test_unavailable_while_a_package_is_not_ready(start_server, archives):
     with SupervisorClient(address) as client:
         client.upload(archives["fragile"])
         assert client.call("fragile", "break_it").error.kind == "crashed"
-        deadline = time.monotonic() + 60
-        while client.get("fragile").state != pb.Package.FAILED:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: client.get("fragile").state == pb.Package.FAILED, what="the failed state")
         assert "configuration is broken" in client.get("fragile").error
         with pytest.raises(grpc.RpcError) as caught:
             client.call("fragile", "break_it")
@@ -290,17 +277,10 @@ def test_watched_directory_reconciles(start_server, archives, tmp_path):
         assert client.call("demo", "echo").status == pb.COMPLETED  # the bad one blocks nothing
 
         (watched / "demo.cloacina").write_bytes(archives["v2"].read_bytes())  # changed: reloaded
-        wait_for(lambda: client.get("demo").version == "2.0.0")
+        wait_until(lambda: client.get("demo").version == "2.0.0")
         (watched / "broken.cloacina").unlink()  # gone: its failure is forgotten
         (watched / "demo.cloacina").unlink()  # gone: unloaded
-        wait_for(lambda: client.list() == [])
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+        wait_until(lambda: client.list() == [])
 
 
 def test_refuses_to_listen_beyond_loopback_without_keys(tmp_path):
