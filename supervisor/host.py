@@ -151,7 +151,13 @@ class PackageHost:
     # --- reading -----------------------------------------------------------------
 
     def list(self, tenant: str) -> list[PackageView]:
-        views = [self._view(info) for info in self.supervisor.packages() if info.namespace == tenant]
+        views = []
+        for info in self.supervisor.packages():
+            if info.namespace == tenant:
+                try:
+                    views.append(self._view(info))
+                except UnknownPackageError:
+                    pass  # unloaded while we looked
         with self._lock:
             shown = {view.name for view in views}
             views += [view for (owner, name), view in self._unready.items() if owner == tenant and name not in shown]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from supervisor.channel import ChannelClosed, SandboxChannel, SandboxGone
 from supervisor.config import MIB, EffectiveLimits, SupervisorConfig
 from supervisor.discovery import Discovery, discovery_from_proto, import_timeout_message
 from supervisor.errors import DiscoveryError, ImportTimeoutError
+from supervisor.interpreter import build_runtime_dir
 from supervisor.memory import MemoryBackend
 from supervisor.package import ExtractedPackage
 from supervisor.process import SandboxProcess, describe_exit
@@ -103,8 +105,14 @@ class PackageSandbox:
         timeout = self.limits.import_timeout
         deadline = time.monotonic() + timeout
         group = self.memory.create(self.name, self.limits.memory_limit_bytes)
-        process = SandboxProcess(self.name, self.package.import_paths, self.package.entry_module, self.runtime_dir,
-                                 self.work_dir, self.limits.max_concurrency, self.config.output_limit_bytes, group)
+        try:
+            process = SandboxProcess(self.name, self.package.import_paths, self.package.entry_module,
+                                     self.runtime_dir, self.work_dir, self.limits.max_concurrency,
+                                     self.config.output_limit_bytes, group)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
         channel = SandboxChannel(str(process.socket_path), on_stream_end=self._wake)
         try:
             if not channel.wait_ready(deadline, alive=lambda: process.poll() is None and not self._stopping.is_set()):
@@ -357,10 +365,6 @@ class PackageSandbox:
 
 def discover_package(package: ExtractedPackage, import_timeout: float) -> Discovery:
     """Import a package in a throwaway sandbox and return what it declares (for package/inspect)."""
-    import tempfile
-
-    from supervisor.interpreter import build_runtime_dir
-
     config = SupervisorConfig(import_timeout=import_timeout, memory_limit_mib=None)
     with tempfile.TemporaryDirectory(prefix="cloaca-discover-") as scratch:
         sandbox = PackageSandbox(package, config.limits_for(None), config, build_runtime_dir(Path(scratch)),
