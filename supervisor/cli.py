@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import grpc
 
+from supervisor.api import supervisor_pb2 as pb
 from supervisor.build import build_package
 from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery
 from supervisor.errors import DiscoveryError, PackageError
@@ -158,14 +159,10 @@ def _error_dict(error: Any) -> dict[str, Any] | None:
 
 
 def _status(value: int) -> str:
-    from supervisor.api import supervisor_pb2 as pb
-
     return pb.Status.Name(value).lower()
 
 
 def _package_dict(package: Any) -> dict[str, Any]:
-    from supervisor.api import supervisor_pb2 as pb
-
     return {"name": package.name, "version": package.version, "state": pb.Package.State.Name(package.state).lower(),
             "error": package.error or None, "source": package.source, "pid": package.pid or None,
             "restarts": package.restarts, "memory_bytes": package.memory_bytes, "fingerprint": package.fingerprint,

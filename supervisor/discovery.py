@@ -52,12 +52,8 @@ class Discovery(BaseModel):
         return next((task for task in self.tasks if task.id == task_id), None)
 
 
-def format_seconds(seconds: float) -> str:
-    return f"{seconds:g}s"
-
-
 def import_timeout_message(seconds: float) -> str:
-    return f"Python workflow import timed out after {format_seconds(seconds)}"
+    return f"Python workflow import timed out after {seconds:g}s"
 
 
 def discovery_from_proto(message: pb.Discovery) -> Discovery:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +88,7 @@ class PackageHost:
             self._set_unready(PackageView(entry.tenant, entry.name, FAILED, "upload", entry.version, str(exc)))
 
     def upload(self, tenant: str, archive: Path) -> PackageView:
-        """Accept an uploaded archive: store it, load it (replacing an older one), record it."""
+        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it."""
         sha256, stored = self.registry.store(archive)
 
         def refuse_version_conflict(package: ExtractedPackage) -> None:
@@ -105,7 +106,7 @@ class PackageHost:
             with tempfile.TemporaryDirectory(dir=self.data_dir) as scratch:
                 # Copied first: the watched file may change while it is extracted.
                 snapshot = Path(scratch) / "archive"
-                snapshot.write_bytes(path.read_bytes())
+                shutil.copyfile(path, snapshot)
                 info = self.supervisor.load(snapshot, namespace=tenant)
         except (PackageError, OSError) as exc:
             log.error("watched package %s refused: %s", path, exc)
@@ -188,20 +189,21 @@ class PackageHost:
     # --- calls -------------------------------------------------------------------
 
     def call(self, tenant: str, name: str, task: str, context: ContextLike, timeout: float | None) -> CallResult:
-        return self.supervisor.call(self._loaded_key(tenant, name), task, context, timeout)
+        try:
+            return self.supervisor.call(package_key(name, tenant), task, context, timeout)
+        except UnknownPackageError:
+            raise self._not_loaded(tenant, name) from None
 
     def run_workflow(self, tenant: str, name: str, workflow: str | None, context: ContextLike) -> WorkflowRun:
-        return self.supervisor.run_workflow(self._loaded_key(tenant, name), workflow, context)
-
-    def _loaded_key(self, tenant: str, name: str) -> str:
-        key = package_key(name, tenant)
         try:
-            self.supervisor.package(key)
+            return self.supervisor.run_workflow(package_key(name, tenant), workflow, context)
         except UnknownPackageError:
-            view = self.get(tenant, name)  # raises UnknownPackageError when it is nowhere
-            raise PackageUnavailableError(
-                f"package {name!r} is {view.state}" + (f": {view.error}" if view.error else "")) from None
-        return key
+            raise self._not_loaded(tenant, name) from None
+
+    def _not_loaded(self, tenant: str, name: str) -> PackageUnavailableError:
+        """Why a package the supervisor does not hold cannot be called (it may be loading or failed)."""
+        view = self.get(tenant, name)  # raises UnknownPackageError when it is nowhere
+        return PackageUnavailableError(f"package {name!r} is {view.state}" + (f": {view.error}" if view.error else ""))
 
     def close(self) -> None:
         self.supervisor.close()

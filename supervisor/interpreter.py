@@ -9,6 +9,7 @@ links to just the modules the sandbox runtime itself needs.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,8 +50,6 @@ def build_runtime_dir(base: Path, modules: tuple[str, ...] = RUNTIME_MODULES) ->
 
 
 def sandbox_command(package_paths: list[str], runtime_dir: Path, entry_point: str, args: list[str]) -> list[str]:
-    import json
-
     return [sys.executable, "-I", "-S", "-B", "-c", BOOTSTRAP, json.dumps(package_paths), str(runtime_dir),
             entry_point, *args]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -60,15 +59,19 @@ class Registry:
         self._lock = threading.Lock()
 
     def store(self, source: Path) -> tuple[str, Path]:
-        """Copy an archive into the store under its sha256; returns (sha256, stored path)."""
+        """Move an archive into the store under its sha256; returns (sha256, stored path).
+
+        `source` must be on the same filesystem (uploads are received inside
+        the data directory), so this is a rename, not a second copy.
+        """
         sha256 = file_sha256(source)
         target = self.archives_dir / f"{sha256}.cloacina"
-        if not target.exists():
-            partial = target.with_name(f".{sha256}.{os.getpid()}.{threading.get_ident()}.partial")
-            shutil.copyfile(source, partial)
-            with open(partial, "rb") as handle:
+        if target.exists():
+            source.unlink()
+        else:
+            with open(source, "rb") as handle:
                 os.fsync(handle.fileno())
-            partial.replace(target)
+            source.replace(target)
         return sha256, target
 
     def check_version(self, tenant: str, name: str, version: str, sha256: str) -> None:

@@ -36,16 +36,6 @@ class CallResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status.lower(),
-            "context": self.context,
-            "error": self.error.to_dict() if self.error else None,
-            "output": {"stdout": self.output.stdout, "stderr": self.output.stderr,
-                       "stdout_dropped_bytes": self.output.stdout_dropped_bytes,
-                       "stderr_dropped_bytes": self.output.stderr_dropped_bytes},
-            "duration_ms": round(self.duration_ms, 3),
-        }
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,6 @@ class PackageSandbox:
         self.state = STARTING
         self.last_error: str | None = None
         self.restarts = 0
-        self.discovery: Discovery | None = None
         self._current: Incarnation | None = None
         self._running = 0
         self._admitted = 0
@@ -93,13 +92,13 @@ class PackageSandbox:
 
     def start(self) -> Discovery:
         """Start the first incarnation; raises DiscoveryError or ImportTimeoutError."""
-        incarnation, self.discovery = self._launch()
+        incarnation, discovery = self._launch()
         with self._cond:
             self._current = incarnation
             self.state = READY
             self._cond.notify_all()
         self._watch(incarnation)
-        return self.discovery
+        return discovery
 
     def _launch(self) -> tuple[Incarnation, Discovery]:
         timeout = self.limits.import_timeout
