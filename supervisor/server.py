@@ -119,7 +119,7 @@ class SupervisorServer:
             for service in ("", SERVICE_NAME):
                 self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
             self.loaded.set()
-            log.info("initial load done: %d packages", len(self.host.supervisor.packages()))
+            log.info("initial load done: %d package(s) loaded", len(self.host.supervisor.packages()))
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let calls under way finish within `grace`, then stop every sandbox."""
