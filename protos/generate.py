@@ -1,7 +1,7 @@
 """Regenerate the Python code for every .proto under protos/: `python protos/generate.py`.
 
 Each proto's path mirrors the Python package its code belongs in, so the
-output lands beside the hand-written modules (sandbox/protocol/, ...).
+output lands beside the hand-written modules (sandbox_runtime/protocol/, ...).
 `--check` writes to a scratch directory and fails if the committed code differs.
 """
 

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 import grpc
 
 from cloaca.errors import TaskError
-from sandbox.protocol import sandbox_pb2 as pb
-from sandbox.protocol import sandbox_pb2_grpc
+from sandbox_runtime.protocol import sandbox_pb2 as pb
+from sandbox_runtime.protocol import sandbox_pb2_grpc
 
 log = logging.getLogger(__name__)
 

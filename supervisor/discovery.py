@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.protocol import sandbox_pb2 as pb
+from sandbox_runtime.protocol import sandbox_pb2 as pb
 from supervisor.errors import DiscoveryError
 from supervisor.manifest import Manifest
 

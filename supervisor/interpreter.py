@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 # What the sandbox runtime imports; nothing else of the host environment is visible.
-RUNTIME_MODULES = ("cloaca", "sandbox", "grpc", "google.protobuf", "google._upb", "typing_extensions")
+RUNTIME_MODULES = ("cloaca", "sandbox_runtime", "grpc", "google.protobuf", "google._upb", "typing_extensions")
 
 # Put the package's dirs first, the runtime last, then run a sandbox entry point.
 BOOTSTRAP = (

@@ -45,7 +45,7 @@ BLOCKED_MODULES = frozenset({
     "builtins", "signal", "multiprocessing", "threading", "tempfile", "glob", "fnmatch",
 })
 # Imported by the sandbox runtime before package code: a package's own copy would be ignored.
-RESERVED_MODULES = frozenset({"cloaca", "sandbox"})
+RESERVED_MODULES = frozenset({"cloaca", "sandbox_runtime"})
 _MODULE_SUFFIXES = sorted(importlib.machinery.all_suffixes(), key=len, reverse=True)
 
 

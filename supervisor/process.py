@@ -37,7 +37,7 @@ class SandboxProcess:
         home, tmp = work_dir / "home", work_dir / "tmp"
         for path in (home, tmp):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        command = sandbox_command(package_paths, runtime_dir, "sandbox.server",
+        command = sandbox_command(package_paths, runtime_dir, "sandbox_runtime.server",
                                   [entry_module, str(self.socket_path), str(max_concurrency), str(output_limit)])
         self._tail: deque[str] = deque(maxlen=50)
         self.popen = subprocess.Popen(

@@ -21,7 +21,7 @@ import grpc
 
 from cloaca.engine import COMPLETED, FAILED, Status
 from cloaca.errors import CRASHED, MEMORY_LIMIT, TIMEOUT, UNAVAILABLE, Frame, TaskError
-from sandbox.protocol import sandbox_pb2 as pb
+from sandbox_runtime.protocol import sandbox_pb2 as pb
 from supervisor.channel import ChannelClosed, SandboxChannel, SandboxGone
 from supervisor.config import MIB, EffectiveLimits, SupervisorConfig
 from supervisor.discovery import Discovery, discovery_from_proto, import_timeout_message

@@ -2,7 +2,7 @@
 
 Started by the supervisor through the bootstrap in supervisor.interpreter:
     server ENTRY_MODULE SOCKET_PATH MAX_CONCURRENCY OUTPUT_LIMIT
-It serves the Sandbox protocol (protos/sandbox/protocol/sandbox.proto) on a
+It serves the Sandbox protocol (protos/sandbox_runtime/protocol/sandbox.proto) on a
 Unix socket, imports the entry module, then runs task calls on a pool of
 MAX_CONCURRENCY threads until the supervisor kills it.
 """
@@ -25,10 +25,10 @@ import grpc
 from cloaca.errors import TaskError, error_from_exception
 from cloaca.invoke import invoke_task
 from cloaca.registry import REGISTRY, TaskSpec
-from sandbox import capture
-from sandbox.discovery import describe, import_entry_module
-from sandbox.protocol import sandbox_pb2 as pb
-from sandbox.protocol import sandbox_pb2_grpc
+from sandbox_runtime import capture
+from sandbox_runtime.declarations import describe, import_entry_module
+from sandbox_runtime.protocol import sandbox_pb2 as pb
+from sandbox_runtime.protocol import sandbox_pb2_grpc
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _PR_SET_CHILD_SUBREAPER = 36

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from sandbox.protocol import sandbox_pb2 as sandbox_dot_protocol_dot_sandbox__pb2
+from sandbox_runtime.protocol import sandbox_pb2 as sandbox__runtime_dot_protocol_dot_sandbox__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in sandbox/protocol/sandbox_pb2_grpc.py depends on'
+        + ' but the generated code in sandbox_runtime/protocol/sandbox_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class SandboxStub:
         """
         self.Discover = channel.unary_unary(
                 '/cloaca.sandbox.runtime.v1.Sandbox/Discover',
-                request_serializer=sandbox_dot_protocol_dot_sandbox__pb2.DiscoverRequest.SerializeToString,
-                response_deserializer=sandbox_dot_protocol_dot_sandbox__pb2.DiscoverResponse.FromString,
+                request_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.DiscoverRequest.SerializeToString,
+                response_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.DiscoverResponse.FromString,
                 _registered_method=True)
         self.Calls = channel.stream_stream(
                 '/cloaca.sandbox.runtime.v1.Sandbox/Calls',
-                request_serializer=sandbox_dot_protocol_dot_sandbox__pb2.CallRequest.SerializeToString,
-                response_deserializer=sandbox_dot_protocol_dot_sandbox__pb2.CallResponse.FromString,
+                request_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallRequest.SerializeToString,
+                response_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallResponse.FromString,
                 _registered_method=True)
 
 
@@ -69,13 +69,13 @@ def add_SandboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Discover': grpc.unary_unary_rpc_method_handler(
                     servicer.Discover,
-                    request_deserializer=sandbox_dot_protocol_dot_sandbox__pb2.DiscoverRequest.FromString,
-                    response_serializer=sandbox_dot_protocol_dot_sandbox__pb2.DiscoverResponse.SerializeToString,
+                    request_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.DiscoverRequest.FromString,
+                    response_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.DiscoverResponse.SerializeToString,
             ),
             'Calls': grpc.stream_stream_rpc_method_handler(
                     servicer.Calls,
-                    request_deserializer=sandbox_dot_protocol_dot_sandbox__pb2.CallRequest.FromString,
-                    response_serializer=sandbox_dot_protocol_dot_sandbox__pb2.CallResponse.SerializeToString,
+                    request_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallRequest.FromString,
+                    response_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -103,8 +103,8 @@ class Sandbox:
             request,
             target,
             '/cloaca.sandbox.runtime.v1.Sandbox/Discover',
-            sandbox_dot_protocol_dot_sandbox__pb2.DiscoverRequest.SerializeToString,
-            sandbox_dot_protocol_dot_sandbox__pb2.DiscoverResponse.FromString,
+            sandbox__runtime_dot_protocol_dot_sandbox__pb2.DiscoverRequest.SerializeToString,
+            sandbox__runtime_dot_protocol_dot_sandbox__pb2.DiscoverResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -130,8 +130,8 @@ class Sandbox:
             request_iterator,
             target,
             '/cloaca.sandbox.runtime.v1.Sandbox/Calls',
-            sandbox_dot_protocol_dot_sandbox__pb2.CallRequest.SerializeToString,
-            sandbox_dot_protocol_dot_sandbox__pb2.CallResponse.FromString,
+            sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallRequest.SerializeToString,
+            sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallResponse.FromString,
             options,
             channel_credentials,
             insecure,
