@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from supervisor.config import SupervisorConfig  # noqa: E402
 from supervisor.fingerprint import tree_fingerprint  # noqa: E402
-from supervisor.supervisor import Supervisor  # noqa: E402
+from supervisor.facade import Supervisor  # noqa: E402
 
 PAYLOAD = b'{"k": "' + b"x" * 180 + b'"}'
 NOOP_MODULE = b"import cloaca\n\n@cloaca.task(id='noop')\ndef noop(context):\n    return None\n"

@@ -24,6 +24,19 @@ def invoke_task(function: Callable[..., Any], data: dict[str, Any]) -> dict[str,
     result = function(context)
     if inspect.isawaitable(result):
         result = asyncio.run(_awaited(result))
+    return _output(context, result)
+
+
+async def invoke_task_async(function: Callable[..., Any], data: dict[str, Any]) -> dict[str, Any]:
+    """invoke_task for a caller already in an event loop: an async body is awaited there."""
+    context = Context(data)
+    result = function(context)
+    if inspect.isawaitable(result):
+        result = await result
+    return _output(context, result)
+
+
+def _output(context: Context, result: Any) -> dict[str, Any]:
     if result is None or result is context:
         return context.to_dict()
     if isinstance(result, Context):

@@ -63,11 +63,19 @@ class RoutingStream(io.TextIOBase):
         self._fallback = fallback
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            # What sys.stdout itself says; the task gets the TypeError, not a lost answer.
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         output: CallOutput | None = getattr(_current, "output", None)
         if output is None:
             return self._fallback.write(text)
         getattr(output, self._name).write(text)
         return len(text)
+
+    @property
+    def buffer(self) -> "_BytesView":
+        """`sys.stdout.buffer`: bytes written here are kept as text (undecodable bytes escaped)."""
+        return _BytesView(self)
 
     def flush(self) -> None:
         if getattr(_current, "output", None) is None:
@@ -87,15 +95,38 @@ class RoutingStream(io.TextIOBase):
         return "utf-8"
 
 
+class _BytesView(io.RawIOBase):
+    def __init__(self, stream: RoutingStream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._stream.write(bytes(data).decode("utf-8", "backslashreplace"))
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 def install() -> None:
+    """Route prints per call; outside calls they go to fds 1 and 2 (the supervisor keeps the tail).
+
+    The interpreter's own streams were made for whatever fds 1 and 2 were before
+    this process was forked; fresh ones fit the pipe they are now, and never fail
+    on text they cannot encode.
+    """
+    for fd, name in ((1, "__stdout__"), (2, "__stderr__")):
+        setattr(sys, name, open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                                closefd=False))
     sys.stdout = RoutingStream("stdout", sys.__stdout__)  # type: ignore[assignment]
     sys.stderr = RoutingStream("stderr", sys.__stderr__)  # type: ignore[assignment]
 
 
 @contextmanager
-def capturing(limit: int) -> Iterator[CallOutput]:
-    """Route this thread's prints into a fresh CallOutput for the duration."""
-    output = CallOutput(limit)
+def capturing(output: CallOutput) -> Iterator[CallOutput]:
+    """Route this thread's prints into `output` for the duration."""
     _current.output = output
     try:
         yield output

@@ -29,7 +29,7 @@ from supervisor.errors import PackageError
 from supervisor.fingerprint import MANIFEST_NAME, tree_fingerprint
 from supervisor.manifest import FINGERPRINT_PLACEHOLDER, Manifest, ManifestError, parse_manifest
 from supervisor.package import check_package
-from supervisor.sandbox import discover_package
+from supervisor.core import discover_package
 
 ALL_TARGETS = ["linux-x86_64", "linux-arm64", "macos-x86_64", "macos-arm64"]
 _SKIPPED = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store"}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,6 +29,10 @@ def _env(name: str, default: Any = None, kind: Callable[[str], Any] = str) -> An
     """A flag's default from CLOACA_SANDBOX_<NAME>, so every option can come from the environment."""
     value = os.environ.get(f"CLOACA_SANDBOX_{name}")
     return default if value in (None, "") else kind(value)
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _print_package(manifest: Manifest, discovery: Discovery, warnings: list[str]) -> None:
@@ -104,7 +108,7 @@ def command_inspect(args: argparse.Namespace) -> int:
 # --- serve ---------------------------------------------------------------------------
 
 def command_serve(args: argparse.Namespace) -> int:
-    from supervisor.server import ConfigError, ServiceConfig, SupervisorServer
+    from supervisor.edge.server import ConfigError, ServiceConfig, SupervisorServer
 
     logging.getLogger().setLevel(args.log_level.upper())
     try:
@@ -113,20 +117,33 @@ def command_serve(args: argparse.Namespace) -> int:
             api_keys=args.api_keys and Path(args.api_keys), import_timeout=args.import_timeout,
             call_timeout=args.call_timeout, memory_limit_mib=args.memory_limit or None,
             max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_context_mib=args.max_context_mib,
+            isolation=args.isolation, network=args.network, scratch_mib=args.scratch_mib,
             tls_cert=args.tls_cert and Path(args.tls_cert), tls_key=args.tls_key and Path(args.tls_key))
         server = SupervisorServer(config)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stop = threading.Event()
+    return asyncio.run(_serve(server, config, args.grace))
+
+
+async def _serve(server: Any, config: Any, grace: float) -> int:
+    from supervisor.edge.server import ConfigError
+    from supervisor.sandboxes.isolation import IsolationUnavailable
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    server.start()
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+    except (ConfigError, IsolationUnavailable, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await server.stop(0)
+        return EXIT_USAGE
     print(f"cloaca-sandbox serving on {config.listen} (data in {config.data_dir})", flush=True)
-    while not stop.wait(1.0):
-        pass
-    logging.getLogger(__name__).info("shutting down: finishing calls under way (up to %gs)", args.grace)
-    server.stop(args.grace)
+    await stop.wait()
+    logging.getLogger(__name__).info("shutting down: finishing calls under way (up to %gs)", grace)
+    await server.stop(grace)
     return EXIT_OK
 
 
@@ -166,6 +183,7 @@ def _package_dict(package: Any) -> dict[str, Any]:
     return {"name": package.name, "version": package.version, "state": pb.Package.State.Name(package.state).lower(),
             "error": package.error or None, "source": package.source, "pid": package.pid or None,
             "restarts": package.restarts, "memory_bytes": package.memory_bytes, "fingerprint": package.fingerprint,
+            "isolation": dict(sorted(package.isolation.items())),
             "tasks": [_task_dict(task) for task in package.tasks],
             "workflows": [{"name": w.name, "description": w.description, "tasks": list(w.tasks)}
                           for w in package.workflows]}
@@ -313,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--import-timeout", type=float, default=DEFAULT_IMPORT_TIMEOUT, metavar="SECONDS",
                          help="how long importing the entry module may take (default: %(default)s)")
 
-    from supervisor.host import default_data_dir
+    from supervisor.tenants import default_data_dir
 
     serve = commands.add_parser("serve", help="run the service (every option also reads CLOACA_SANDBOX_<OPTION>)")
     serve.add_argument("--listen", default=_env("LISTEN", DEFAULT_SERVER), help="host:port or unix:PATH")
@@ -331,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=_env("MAX_QUEUE", 64, int), metavar="N",
                        help="calls that may wait for a busy sandbox; more are refused at once")
     serve.add_argument("--max-context-mib", type=int, default=_env("MAX_CONTEXT_MIB", 64, int), metavar="MIB")
+    serve.add_argument("--isolation", choices=("default", "strict"), default=_env("ISOLATION", "default"),
+                       help="strict: refuse to start sandboxes unless every confinement layer holds")
+    serve.add_argument("--network", action="store_true", default=_env("NETWORK", False, _truthy),
+                       help="give sandboxes the host's network (by default they have none)")
+    serve.add_argument("--scratch-mib", type=int, default=_env("SCRATCH_MIB", 256, int), metavar="MIB",
+                       help="size of each sandbox's writable home and temp dir")
     serve.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="FILE")
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="FILE")
     serve.add_argument("--grace", type=float, default=_env("GRACE", 30.0, float), metavar="SECONDS",

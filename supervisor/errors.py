@@ -56,3 +56,10 @@ class DiscoveryError(PackageError):
 
 class ImportTimeoutError(DiscoveryError):
     code = "import_timeout"
+
+
+class IntegrityError(PackageError):
+    """A package's files on disk are not what was accepted (an archive's sha256, an extracted tree's
+    fingerprint): nothing of it runs."""
+
+    code = "integrity_failed"

@@ -11,7 +11,7 @@ from supervisor.archive import ExtractionLimits
 from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery, compare_with_manifest
 from supervisor.manifest import Manifest
 from supervisor.package import extract_package
-from supervisor.sandbox import discover_package
+from supervisor.core import discover_package
 
 
 @dataclass

@@ -8,7 +8,10 @@ each has a `code` the gRPC service maps to a status.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+import orjson
 
 from cloaca.engine import Status
 from cloaca.errors import TaskError
@@ -24,10 +27,12 @@ class CallOutput:
 
 @dataclass(frozen=True)
 class CallResult:
+    """One call's answer. The context stays the JSON bytes the sandbox sent until someone reads `context`."""
+
     package: str
     task: str
     status: Status
-    context: dict[str, Any] | None
+    context_json: bytes | None
     error: TaskError | None
     output: CallOutput = field(default_factory=CallOutput)
     duration_ms: float = 0.0
@@ -36,6 +41,9 @@ class CallResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @cached_property
+    def context(self) -> dict[str, Any] | None:
+        return None if self.context_json is None else orjson.loads(self.context_json)
 
 
 @dataclass(frozen=True)
@@ -44,15 +52,16 @@ class PackageInfo:
     namespace: str | None
     name: str
     version: str
-    state: str  # starting, ready, restarting, failed, stopped
+    state: str  # starting, ready, restarting, failed, stopping, stopped
     error: str | None
     tasks: list[str]
     workflows: list[str]
-    pid: int | None
+    pid: int | None  # the process serving the package (its pid on this host)
     restarts: int
-    memory_bytes: int
+    memory_bytes: int  # the sandbox's own memory: its cgroup's usage, or its processes' USS
     fingerprint: str
     warnings: list[str]
+    isolation: dict[str, str] = field(default_factory=dict)  # confinement layer -> "on ..." / "off (why)"
 
 
 class CallRejected(Exception):

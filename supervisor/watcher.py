@@ -7,12 +7,12 @@ archive never blocks the others; its error shows in ListPackages and the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 from pathlib import Path
 
 from supervisor.errors import PackageError
-from supervisor.host import DEFAULT_TENANT, PackageHost
+from supervisor.tenants import DEFAULT_TENANT, PackageHost
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +28,28 @@ class DirectoryWatcher:
         self.tenant = tenant
         self._loaded: dict[Path, Signature] = {}  # what is loaded (or failed) from each file
         self._seen: dict[Path, Signature] = {}  # what the previous scan saw
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="package-watcher", daemon=True)
+        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         for directory in self.directories:
             directory.mkdir(parents=True, exist_ok=True)
-        self.scan(settle=False)  # at start, files present are taken as complete
-        self._thread.start()
+        await self.scan(settle=False)  # at start, files present are taken as complete
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="package-watcher")
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
             try:
-                self.scan()
+                await self.scan()
             except Exception:  # noqa: BLE001 - the watcher must keep watching
                 log.exception("scanning the watched directories failed")
 
-    def scan(self, settle: bool = True) -> None:
+    async def scan(self, settle: bool = True) -> None:
         current = self._current_files()
         for path in sorted(set(self._loaded) - set(current)):
             log.info("watched package %s disappeared: unloading", path)
             self._loaded.pop(path)
-            self.host.forget_file(self.tenant, path)
+            await self.host.forget_file(self.tenant, path)
         for path, signature in sorted(current.items()):
             if self._loaded.get(path) == signature:
                 continue
@@ -57,7 +57,7 @@ class DirectoryWatcher:
                 continue  # still changing, or new: look again next scan
             self._loaded[path] = signature
             try:
-                view = self.host.load_file(self.tenant, path)
+                view = await self.host.load_file(self.tenant, path)
                 log.info("watched package %s loaded as %s %s", path, view.name, view.version)
             except (PackageError, OSError):
                 pass  # recorded by the host, visible in ListPackages
@@ -82,7 +82,7 @@ class DirectoryWatcher:
                     found[path] = (stat.st_size, stat.st_mtime_ns)
         return found
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -23,6 +23,7 @@ from tests.projects import build
 from tests.waiting import gone, wait_until
 
 DEMO = '''
+import os
 import time
 import cloaca
 
@@ -41,7 +42,8 @@ with cloaca.WorkflowBuilder("demo") as builder:
 @cloaca.task(id="slow")
 def slow(context):
     if context.get("marker"):
-        open(context.get("marker"), "w").close()  # tells a test the call is running
+        # Tells a test the call is running: the test looks into the sandbox's own temp dir.
+        open(os.path.join(os.environ["TMPDIR"], "running"), "w").close()
     time.sleep(float(context.get("seconds", 2)))
     context.set("finished", True)
 '''
@@ -189,8 +191,9 @@ def test_sigterm_finishes_calls_under_way_and_leaves_no_sandbox(daemons, demo_ar
     assert daemon.cli("upload", str(demo_archive)).returncode == 0
     sandboxes = daemon.sandbox_pids()
     env = {**os.environ, "CLOACA_SANDBOX_SERVER": daemon.address}
-    marker = tmp_path / "running"
-    context = json.dumps({"seconds": 3, "marker": str(marker)})
+    pid = json.loads(daemon.cli("list", "--json").stdout)[0]["pid"]
+    marker = Path(f"/proc/{pid}/root/sandbox/tmp/running")  # seen through the sandbox's own mounts
+    context = json.dumps({"seconds": 3, "marker": True})
     in_flight = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "call", "demo", "slow", "--context",
                                   context, "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     wait_until(marker.exists)

@@ -20,9 +20,10 @@ from supervisor.results import (
     UnknownPackageError,
     UnknownTaskError,
 )
-from supervisor.supervisor import AsyncSupervisor, Supervisor
+from supervisor.core import AsyncSupervisor
+from supervisor.facade import Supervisor
 from tests.archives import manifest_dict, package_bytes
-from tests.projects import FIXTURES, FRAGILE, build
+from tests.projects import FIXTURES, build
 from tests.waiting import gone, wait_gone, wait_until
 
 MISBEHAVING = '''
@@ -89,6 +90,26 @@ def slow(context):
 '''
 
 
+# Imports fine until the operator's configuration says it is broken: after that every
+# restart fails, so the supervisor must give up and mark the package failed.
+FRAGILE = '''
+import os
+import cloaca
+if os.environ.get("CLOACINA_VAR_FRAGILE_BROKEN"):
+    raise RuntimeError("configuration is broken")
+
+@cloaca.task(id="break_it")
+def break_it(context):
+    os._exit(1)
+'''
+
+
+def sandbox_processes(pid: int) -> list[psutil.Process]:
+    """The sandbox's process and everything under it, as the host sees them."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("packages")
@@ -138,7 +159,7 @@ def test_call_timeout_kills_and_restarts(supervisor):
     result = supervisor.call("misbehaving", "spin", timeout=1.0)
     assert result.error.kind == "timeout"
     assert "did not finish within 1s" in result.error.message
-    assert gone(pid)
+    wait_gone(pid)
     assert_others_serve(supervisor)
     assert supervisor.package("misbehaving").pid != pid
 
@@ -185,22 +206,23 @@ def test_output_is_captured_per_call_keeping_the_tail(supervisor):
 
 
 def test_children_never_outlive_the_sandbox(supervisor):
-    child = supervisor.call("misbehaving", "spawn_child").context["child_pid"]
-    assert psutil.pid_exists(child)
+    assert supervisor.call("misbehaving", "spawn_child").ok
+    pid = supervisor.package("misbehaving").pid
+    children = [process.pid for process in sandbox_processes(pid)[1:]]
+    assert children  # the child, in its own session
     assert supervisor.call("misbehaving", "exit_hard").error.kind == "crashed"  # the sandbox dies...
-    wait_gone(child)  # ...and takes its child along
+    for child in children:
+        wait_gone(child)  # ...and takes its child along
     assert_others_serve(supervisor)
 
 
 def test_environment_is_scrubbed_and_private(supervisor, monkeypatch):
     result = supervisor.call("misbehaving", "environment")
     env, cwd, sys_path = result.context["env"], result.context["cwd"], result.context["sys_path"]
-    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR"}
+    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR", "USER", "LOGNAME"}
     assert {key for key in env if not key.startswith("CLOACINA_VAR_")} <= allowed
-    assert env["HOME"] != os.environ.get("HOME") and env["TMPDIR"].startswith(str(supervisor.work_dir))
-    assert cwd.startswith(str(supervisor.work_dir))
-    package_dirs = [path for path in sys_path if path.startswith(str(supervisor.staging_dir))]
-    assert sys_path[0] == package_dirs[0]  # the package's own code comes first
+    assert env["HOME"] == "/sandbox/home" and env["TMPDIR"] == "/sandbox/tmp" and cwd == "/sandbox/tmp"
+    assert sys_path[0] == "/package"  # the package's own code comes first
     assert not any("site-packages" in path for path in sys_path)
 
 
@@ -263,7 +285,7 @@ def test_overload_is_refused_at_once(archives, tmp_path):
             running = [pool.submit(occupy), pool.submit(occupy)]
             started.wait()
             deadline = time.monotonic() + 30
-            while supervisor._get("misbehaving").sandbox._admitted < 2:
+            while supervisor.core._get("misbehaving").sandbox._admitted < 2:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             with pytest.raises(OverloadedError, match="1 calls running and 1 waiting"):
@@ -340,11 +362,12 @@ def test_import_error_and_manifest_mismatch_refuse_the_load(tmp_path):
         assert supervisor.packages() == [] and list(supervisor.staging_dir.iterdir()) == []
 
 
-def test_sandbox_that_keeps_dying_at_start_is_marked_failed(tmp_path):
+def test_sandbox_that_keeps_dying_at_start_is_marked_failed(tmp_path, monkeypatch):
     archive = build(tmp_path, "fragile", FRAGILE)
     config = SupervisorConfig(max_start_failures=2, restart_backoff_initial=0.01)
     with Supervisor(config) as supervisor:
         supervisor.load(archive)
+        monkeypatch.setenv("CLOACINA_VAR_FRAGILE_BROKEN", "1")
         assert supervisor.call("fragile", "break_it").error.kind == "crashed"
         wait_until(lambda: supervisor.package("fragile").state == "failed", what="the failed state")
         info = supervisor.package("fragile")
@@ -357,13 +380,13 @@ def test_unload_and_close_leave_no_process_behind(archives, tmp_path):
     supervisor = Supervisor()
     supervisor.load(archives["misbehaving"])
     supervisor.load(archives["steady"])
-    child = supervisor.call("misbehaving", "spawn_child").context["child_pid"]
-    pids = [info.pid for info in supervisor.packages()]
+    assert supervisor.call("misbehaving", "spawn_child").ok
+    pids = [process.pid for info in supervisor.packages() for process in sandbox_processes(info.pid)]
     supervisor.unload("steady")
     with pytest.raises(UnknownPackageError):
         supervisor.call("steady", "ping")
     supervisor.close()
-    for pid in pids + [child]:
+    for pid in pids:
         assert gone(pid), pid
     assert not supervisor.work_dir.exists()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -14,10 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from supervisor.api import supervisor_pb2 as pb
-from supervisor.auth import KeyFileError, load_api_keys
 from supervisor.client import SupervisorClient
-from supervisor.server import ConfigError, ServiceConfig, SupervisorServer
-from tests.projects import FRAGILE, build
+from supervisor.edge.auth import KeyFileError, load_api_keys
+from supervisor.edge.server import ConfigError, ServiceConfig, SupervisorServer
+from tests.projects import build
+from tests.servers import ServerThread
 from tests.waiting import wait_until
 
 DEMO = '''
@@ -43,6 +45,18 @@ def slow(context):
     context.set("served_by", VERSION)
 '''
 
+# Imports fine until the operator's configuration says it is broken.
+FRAGILE = '''
+import os
+import cloaca
+if os.environ.get("CLOACINA_VAR_FRAGILE_BROKEN"):
+    raise RuntimeError("configuration is broken")
+
+@cloaca.task(id="break_it")
+def break_it(context):
+    os._exit(1)
+'''
+
 KEYS = {"alpha": "alpha-key-0123456789abcdef", "beta": "beta-key-0123456789abcdef0"}
 
 
@@ -60,17 +74,19 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., tuple[SupervisorServer, str]]]:
-    servers: list[SupervisorServer] = []
+def served_by(context_json: bytes) -> str:
+    return json.loads(context_json)["served_by"]
 
-    def start(**overrides) -> tuple[SupervisorServer, str]:
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., tuple[ServerThread, str]]]:
+    servers: list[ServerThread] = []
+
+    def start(**overrides) -> tuple[ServerThread, str]:
         settings = {"listen": "127.0.0.1:0", "data_dir": tmp_path / "data", "memory_limit_mib": 512, **overrides}
-        server = SupervisorServer(ServiceConfig(**settings))
-        server.start()
+        server = ServerThread(ServiceConfig(**settings))
         servers.append(server)
-        assert server.loaded.wait(120)
-        return server, f"127.0.0.1:{server.port}"
+        return server, server.start()
 
     yield start
     for server in servers:
@@ -105,7 +121,7 @@ def test_every_method_on_the_happy_path(start_server, archives):
 
         called = client.call("demo", "echo", {"n": 1})
         assert called.status == pb.COMPLETED and called.duration_ms > 0
-        assert called.context_json and b'"served_by": "1"' in called.context_json
+        assert called.context_json and served_by(called.context_json) == "1"
 
         run = client.run("demo", "demo", {"fail": False})
         assert run.status == pb.COMPLETED
@@ -151,7 +167,7 @@ def test_requests_that_cannot_be_served_get_status_codes(start_server, archives,
             client.upload(archives["v1-changed"])
         assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert "new version" in conflict.value.details()
-        assert b'"served_by": "1"' in client.call("demo", "echo").context_json
+        assert served_by(client.call("demo", "echo").context_json) == "1"
 
 
 def test_overload_is_resource_exhausted(start_server, archives):
@@ -162,16 +178,17 @@ def test_overload_is_resource_exhausted(start_server, archives):
         busy = [client.stub.CallTask.future(pb.CallTaskRequest(package="demo", task="slow",
                                                                context_json=b'{"seconds": 5}'))
                 for _ in range(3)]
-        sandbox = server.host.supervisor._get("default/demo").sandbox
+        sandbox = server.host.supervisor._get("default/demo").sandbox  # read from another thread: a counter
         wait_until(lambda: sandbox._admitted == 3, what="the busy calls being admitted")
         assert code_of(lambda: client.call("demo", "echo")) == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert all(future.result().status == pb.COMPLETED for future in busy)
 
 
-def test_unavailable_while_a_package_is_not_ready(start_server, archives):
+def test_unavailable_while_a_package_is_not_ready(start_server, archives, monkeypatch):
     _, address = start_server()
     with SupervisorClient(address) as client:
         client.upload(archives["fragile"])
+        monkeypatch.setenv("CLOACINA_VAR_FRAGILE_BROKEN", "1")
         assert client.call("fragile", "break_it").error.kind == "crashed"
         wait_until(lambda: client.get("fragile").state == pb.Package.FAILED, what="the failed state")
         assert "configuration is broken" in client.get("fragile").error
@@ -202,8 +219,8 @@ def test_keys_and_tenants(keyed, archives):
         assert code_of(lambda: beta.unload("alpha/demo")) == grpc.StatusCode.PERMISSION_DENIED
         assert alpha.call("alpha/demo", "echo").status == pb.COMPLETED  # naming one's own tenant is fine
         beta.upload(archives["v2"])  # the same name in another tenant is another package
-        assert b'"served_by": "1"' in alpha.call("demo", "echo").context_json
-        assert b'"served_by": "2"' in beta.call("demo", "echo").context_json
+        assert served_by(alpha.call("demo", "echo").context_json) == "1"
+        assert served_by(beta.call("demo", "echo").context_json) == "2"
 
 
 def test_health_and_reflection(start_server):
@@ -253,7 +270,7 @@ def test_replacing_a_version_under_continuous_calls_fails_no_call(start_server, 
             thread.join()
     assert errors == []
     assert all(status == pb.COMPLETED for status, _ in answers)
-    assert b'"served_by": "2"' in answers[-1][1]
+    assert served_by(answers[-1][1]) == "2"
 
 
 def test_watched_directory_reconciles(start_server, archives, tmp_path):

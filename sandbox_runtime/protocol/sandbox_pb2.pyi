@@ -11,16 +11,25 @@ class DiscoverRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DiscoverResponse(_message.Message):
-    __slots__ = ("ok", "discovery", "error", "pid")
+    __slots__ = ("ok", "discovery", "error", "pid", "isolation")
+    class IsolationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     OK_FIELD_NUMBER: _ClassVar[int]
     DISCOVERY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     discovery: Discovery
     error: TaskError
     pid: int
-    def __init__(self, ok: _Optional[bool] = ..., discovery: _Optional[_Union[Discovery, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., pid: _Optional[int] = ...) -> None: ...
+    isolation: _containers.ScalarMap[str, str]
+    def __init__(self, ok: _Optional[bool] = ..., discovery: _Optional[_Union[Discovery, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., pid: _Optional[int] = ..., isolation: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Discovery(_message.Message):
     __slots__ = ("tasks", "workflows", "triggers")
@@ -96,14 +105,16 @@ class Trigger(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function: _Optional[str] = ..., workflow: _Optional[str] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("call_id", "task_id", "context_json")
+    __slots__ = ("call_id", "task_id", "context_json", "cancel")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     task_id: str
     context_json: bytes
-    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ...) -> None: ...
+    cancel: bool
+    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ..., cancel: _Optional[bool] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("file", "line", "function")

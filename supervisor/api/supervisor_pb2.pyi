@@ -25,7 +25,7 @@ class UploadPackageRequest(_message.Message):
     def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
 
 class Package(_message.Message):
-    __slots__ = ("name", "version", "state", "error", "tasks", "workflows", "pid", "restarts", "memory_bytes", "fingerprint", "source")
+    __slots__ = ("name", "version", "state", "error", "tasks", "workflows", "pid", "restarts", "memory_bytes", "fingerprint", "source", "isolation")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Package.State]
@@ -36,6 +36,13 @@ class Package(_message.Message):
     LOADING: Package.State
     READY: Package.State
     FAILED: Package.State
+    class IsolationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +54,7 @@ class Package(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     state: Package.State
@@ -58,7 +66,8 @@ class Package(_message.Message):
     memory_bytes: int
     fingerprint: str
     source: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[Package.State, str]] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    isolation: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[Package.State, str]] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ..., isolation: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("id", "function", "dependencies", "is_async", "docstring", "workflow")

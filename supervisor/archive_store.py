@@ -1,4 +1,4 @@
-"""Accepted packages on disk: archives stored by content, indexed in SQLite.
+"""The archive store: accepted packages on disk, stored by content (sha256) and indexed in SQLite.
 
 Nothing accepted is lost: an archive is written (and fsynced) under its
 sha256 before the index records it as loaded, so a supervisor killed at any
@@ -41,7 +41,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Registry:
+class ArchiveStore:
     def __init__(self, data_dir: Path) -> None:
         self.archives_dir = data_dir / "archives"
         self.archives_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -1,0 +1,351 @@
+"""The supervisor's core: loaded packages by name, each with its sandbox; written once, as async.
+
+    async with AsyncSupervisor(SupervisorConfig(call_timeout=30)) as supervisor:
+        info = await supervisor.load("data-pipeline-1.0.0.cloacina")
+        result = await supervisor.call("data-pipeline", "extract", {"day": "2026-11-22"})
+
+Everything runs on the event loop that started it: no thread per call, no work
+on the loop's default executor. Blocking work (extracting archives, hashing,
+removing trees) goes to a small private executor. `supervisor.facade.Supervisor`
+is the synchronous face of this class for programs without a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from cloaca.engine import TaskNode, WorkflowRun, run_workflow
+from cloaca.errors import UNAVAILABLE, TaskError, TaskFailed
+from cloaca.registry import RetryPolicy
+from cloaca.rules import to_rule
+from supervisor.archive import ExtractionLimits
+from supervisor.config import PackageLimits, SupervisorConfig
+from supervisor.contexts import ContextLike, encode_context
+from supervisor.discovery import DiscoveredTask, Discovery, compare_with_manifest
+from supervisor.errors import IntegrityError
+from supervisor.fingerprint import tree_fingerprint
+from supervisor.package import ExtractedPackage, extract_package
+from supervisor.results import (
+    CallRejected,
+    CallResult,
+    PackageInfo,
+    PackageUnavailableError,
+    UnknownPackageError,
+    UnknownTaskError,
+)
+from supervisor.sandboxes.lifecycle import Sandbox, State
+from supervisor.sandboxes.services import SandboxServices, open_services
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class LoadedPackage:
+    key: str
+    namespace: str | None
+    package: ExtractedPackage
+    sandbox: Sandbox
+    discovery: Discovery
+
+
+def package_key(name: str, namespace: str | None) -> str:
+    """How a package is addressed: its name, or "namespace/name" inside a namespace (a tenant)."""
+    return f"{namespace}/{name}" if namespace else name
+
+
+class AsyncSupervisor:
+    def __init__(self, config: SupervisorConfig | None = None,
+                 extraction_limits: ExtractionLimits = ExtractionLimits()) -> None:
+        self.config = config or SupervisorConfig()
+        self.extraction_limits = extraction_limits
+        self._owns_work_dir = self.config.work_dir is None
+        self.work_dir: Path | None = None
+        self.services: SandboxServices | None = None
+        self._packages: dict[str, LoadedPackage] = {}
+        self._retiring: dict[asyncio.Task[None], Sandbox] = {}  # replaced packages, draining
+        self._loading: set[Sandbox] = set()
+        self._loads_done = asyncio.Event()
+        self._blocking = ThreadPoolExecutor(max_workers=4, thread_name_prefix="supervisor-io")
+        self._monitor: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._closed = False
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make the work dir, detect cgroups, start the zygote and probe isolation. Idempotent."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start()
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                raise
+            self._started.set_result(None)
+        await asyncio.shield(self._started)
+
+    async def _start(self) -> None:
+        self.work_dir = Path(tempfile.mkdtemp(prefix="cloaca-sandbox-")) if self._owns_work_dir \
+            else Path(self.config.work_dir)  # type: ignore[arg-type]
+        self.work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.work_dir, 0o711)
+        self.services = await open_services(self.config, self.work_dir)
+        self._monitor = asyncio.get_running_loop().create_task(self._monitor_memory(), name="memory-monitor")
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._blocking, function, *args)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this supervisor has been closed")
+
+    @property
+    def staging_dir(self) -> Path:
+        assert self.work_dir is not None
+        return self.work_dir / "packages"
+
+    # --- packages ------------------------------------------------------------------
+
+    async def load(self, archive: bytes | str | os.PathLike[str], limits: PackageLimits | None = None, *,
+                   namespace: str | None = None,
+                   check: Callable[[ExtractedPackage], None] | None = None) -> PackageInfo:
+        """Check, extract and start a package; replaces a loaded package of the same name.
+
+        The package is addressed as its name, or "namespace/name" when a namespace
+        (a tenant) is given. `check` may refuse the extracted package (by raising)
+        before its sandbox starts; it runs in a worker thread. Raises a PackageError
+        (supervisor.errors) naming the check that failed, leaving nothing behind. A
+        replaced package's sandbox drains in the background: calls it is running
+        finish there, new ones go to the new one.
+        """
+        self._check_open()
+        await self.start()
+        assert self.services is not None
+        package = await self._in_thread(extract_package, archive, self.staging_dir, self.extraction_limits)
+        key = package_key(package.name, namespace)
+        sandbox = Sandbox(key, package, self.config.limits_for(limits), self.services,
+                          verify=lambda: self._verify(package))
+        self._loading.add(sandbox)
+        self._loads_done.clear()
+        try:
+            if check is not None:
+                await self._in_thread(check, package)
+            discovery = await sandbox.start()
+            compare_with_manifest(package.manifest, discovery)
+            self._check_open()  # closed while it started: it must not outlive close()
+        except BaseException:
+            await self._discard(package, sandbox, grace=0)
+            raise
+        finally:
+            self._loading.discard(sandbox)
+            if not self._loading:
+                self._loads_done.set()
+        loaded = LoadedPackage(key, namespace, package, sandbox, discovery)
+        previous = self._packages.get(key)
+        self._packages[key] = loaded
+        log.info("loaded %s %s: %d tasks", key, package.version, len(discovery.tasks))
+        if previous is not None:
+            log.info("replaced %s %s; its sandbox drains", key, previous.package.version)
+            self._retire_in_background(previous, previous.sandbox.limits.call_timeout)
+        return self.info(loaded)
+
+    async def _verify(self, package: ExtractedPackage) -> None:
+        """Before a restart: the extracted tree must still hash to what was accepted."""
+        actual = await self._in_thread(tree_fingerprint, package.root)
+        if actual != package.fingerprint:
+            raise IntegrityError(f"the files of {package.name} {package.version} changed on disk since it was "
+                                 f"loaded ({actual}, not {package.fingerprint}); it will not run again until "
+                                 "it is loaded anew")
+
+    def _retire_in_background(self, loaded: LoadedPackage, grace: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._discard(loaded.package, loaded.sandbox, grace))
+        self._retiring[task] = loaded.sandbox
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def unload(self, name: str) -> None:
+        loaded = self._packages.pop(name, None)
+        if loaded is None:
+            raise UnknownPackageError(self._unknown_package_message(name))
+        await self._discard(loaded.package, loaded.sandbox)
+        log.info("unloaded %s %s", name, loaded.package.version)
+
+    async def _discard(self, package: ExtractedPackage, sandbox: Sandbox, grace: float | None = None) -> None:
+        """Stop the sandbox (every incarnation) and remove everything the package had on disk."""
+        await sandbox.stop(grace)
+        await self._in_thread(package.remove)
+        await self._in_thread(shutil.rmtree, package.root.parent / f"{package.root.name}.run", True)
+
+    def packages(self) -> list[PackageInfo]:
+        return [self.info(loaded) for loaded in list(self._packages.values())]
+
+    def package(self, name: str) -> PackageInfo:
+        return self.info(self._get(name))
+
+    def tasks(self, name: str) -> list[DiscoveredTask]:
+        return list(self._get(name).discovery.tasks)
+
+    def discovery(self, name: str) -> Discovery:
+        return self._get(name).discovery
+
+    def _get(self, name: str) -> LoadedPackage:
+        loaded = self._packages.get(name)
+        if loaded is None:
+            raise UnknownPackageError(self._unknown_package_message(name))
+        return loaded
+
+    def _unknown_package_message(self, name: str) -> str:
+        known = ", ".join(sorted(self._packages)) or "none"
+        return f"no package named {name!r} is loaded (loaded: {known})"
+
+    @staticmethod
+    def info(loaded: LoadedPackage) -> PackageInfo:
+        sandbox = loaded.sandbox
+        return PackageInfo(
+            key=loaded.key, namespace=loaded.namespace,
+            name=loaded.package.name, version=loaded.package.version, state=sandbox.state.value,
+            error=sandbox.last_error if sandbox.state is not State.READY else None,
+            tasks=[task.id for task in loaded.discovery.tasks],
+            workflows=[workflow.name for workflow in loaded.discovery.workflows],
+            pid=sandbox.pid, restarts=sandbox.restarts, memory_bytes=sandbox.memory_bytes,
+            fingerprint=loaded.package.fingerprint, warnings=list(loaded.package.warnings),
+            isolation=sandbox.isolation,
+        )
+
+    # --- calls ---------------------------------------------------------------------
+
+    async def call(self, package: str, task: str, context: ContextLike = None,
+                   timeout: float | None = None) -> CallResult:
+        """Run one task in the package's sandbox. A task's failure is a result, not an exception."""
+        self._check_open()
+        payload = encode_context(context, self.config.max_context_bytes)
+        for _ in range(3):
+            loaded = self._get(package)
+            if loaded.discovery.task(task) is None:
+                known = ", ".join(t.id for t in loaded.discovery.tasks)
+                raise UnknownTaskError(f"package {package!r} has no task {task!r} (its tasks: {known})")
+            try:
+                return await loaded.sandbox.call(task, payload, timeout)
+            except PackageUnavailableError:
+                # Replaced while we looked it up: the new version takes the call.
+                if self._packages.get(package) is loaded:
+                    raise
+        raise PackageUnavailableError(f"package {package!r} is being replaced; try again")
+
+    async def run_workflow(self, package: str, workflow: str | None = None,
+                           context: ContextLike = None) -> WorkflowRun:
+        """Run a workflow's DAG, each task in the package's sandbox."""
+        discovery = self._get(package).discovery
+        names = [w.name for w in discovery.workflows]
+        if workflow is None:
+            if len(names) != 1:
+                raise UnknownTaskError(f"package {package!r} has workflows {names}: name the one to run")
+            workflow = names[0]
+        declared = next((w for w in discovery.workflows if w.name == workflow), None)
+        if declared is None:
+            raise UnknownTaskError(f"package {package!r} has no workflow {workflow!r} (its workflows: {names})")
+        import orjson
+
+        data = orjson.loads(encode_context(context, self.config.max_context_bytes))
+        if not isinstance(data, dict):
+            from supervisor.results import InvalidContextError
+
+            raise InvalidContextError("the context must be a JSON object")
+        nodes = []
+        for task_id in declared.tasks:
+            task = discovery.task(task_id)
+            assert task is not None
+            nodes.append(TaskNode(task.id, tuple(task.dependencies), RetryPolicy(**task.retry),
+                                  to_rule(task.trigger_rule)))
+        loop = asyncio.get_running_loop()
+
+        def execute_in_sandbox(task_id: str, task_input: dict[str, Any]) -> dict[str, Any]:
+            future = asyncio.run_coroutine_threadsafe(self.call(package, task_id, task_input), loop)
+            try:
+                result = future.result()
+            except CallRejected as exc:
+                raise TaskFailed(TaskError(UNAVAILABLE, type(exc).__name__, str(exc))) from exc
+            if result.error is not None:
+                raise TaskFailed(result.error)
+            assert result.context is not None
+            return result.context
+
+        max_parallel = self._get(package).sandbox.limits.max_concurrency
+        return await self._in_thread(run_workflow, workflow, nodes, data, execute_in_sandbox, max_parallel)
+
+    # --- upkeep --------------------------------------------------------------------
+
+    async def _monitor_memory(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.config.memory_sample_interval)
+            sandboxes = [loaded.sandbox for loaded in self._packages.values()]
+            for sandbox in sandboxes:
+                try:
+                    sandbox.check_memory()
+                except Exception:  # noqa: BLE001 - the monitor must outlive any one sandbox
+                    log.exception("memory check for %s failed", sandbox.key)
+
+    async def close(self) -> None:
+        """Stop every sandbox (whole process trees), the zygote, and remove the staging area."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+        loaded, self._packages = list(self._packages.values()), {}
+        # Replaced packages still draining get the same grace as the rest, not their own drain time.
+        retiring = list(self._retiring.items())
+        await asyncio.gather(*(self._discard(item.package, item.sandbox) for item in loaded),
+                             *(sandbox.stop(0) for sandbox in list(self._loading)),
+                             *(sandbox.stop(self.config.stop_grace) for _, sandbox in retiring),
+                             return_exceptions=True)
+        await asyncio.gather(*(task for task, _ in retiring), return_exceptions=True)
+        if self._loading:
+            await self._loads_done.wait()
+        if self.services is not None:
+            await self.services.close()
+        self._blocking.shutdown(wait=True)
+        if self._owns_work_dir and self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> "AsyncSupervisor":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+
+def discover_package(package: ExtractedPackage, import_timeout: float) -> Discovery:
+    """Import a package in a throwaway, confined sandbox and return what it declares (package/inspect)."""
+
+    for directory, _, files in os.walk(package.root):  # a built tree keeps its project's modes
+        os.chmod(directory, os.stat(directory).st_mode | 0o555)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444)
+
+    async def discover() -> Discovery:
+        config = SupervisorConfig(import_timeout=import_timeout, memory_limit_mib=None)
+        with tempfile.TemporaryDirectory(prefix="cloaca-discover-") as scratch:
+            services = await open_services(config, Path(scratch))
+            try:
+                sandbox = Sandbox(package.name, package, config.limits_for(None), services)
+                try:
+                    return await sandbox.start()
+                finally:
+                    await sandbox.stop(grace=0)
+            finally:
+                await services.close()
+
+    return asyncio.run(discover())

@@ -1,0 +1,244 @@
+"""The public gRPC service, cloaca.sandbox.v1.Supervisor, over a PackageHost, on grpc.aio.
+
+This module only translates: requests to host calls, results to messages, and
+refusals to gRPC status codes with a message a person can act on. No request
+holds a thread while it waits. Each request first passes its tenant's quota
+(edge/quotas.py), so one tenant's load never refuses another's requests.
+
+A call's deadline is the least of the client's own deadline, its
+`timeout_seconds` and the package's call timeout; a client that cancels, or
+whose deadline passes, frees its sandbox slot at once (the call is cancelled in
+the sandbox where the task allows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, NoReturn
+
+import grpc
+
+from cloaca.engine import TaskOutcome, WorkflowRun
+from cloaca.errors import TaskError
+from supervisor.api import supervisor_pb2 as pb
+from supervisor.api import supervisor_pb2_grpc
+from supervisor.archive_store import VersionConflictError
+from supervisor.edge.auth import Authenticator
+from supervisor.edge.quotas import QuotaExceeded, TenantQuotas
+from supervisor.errors import PackageError
+from supervisor.results import CallRejected, CallResult
+from supervisor.tenants import FAILED, LOADING, READY, PackageHost, PackageView
+
+log = logging.getLogger(__name__)
+
+_STATES = {LOADING: pb.Package.LOADING, READY: pb.Package.READY, FAILED: pb.Package.FAILED}
+_STATUSES = {"completed": pb.COMPLETED, "failed": pb.FAILED, "skipped": pb.SKIPPED}
+_REJECTIONS = {
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def error_message(error: TaskError | None) -> pb.TaskError | None:
+    if error is None:
+        return None
+    return pb.TaskError(kind=error.kind, type=error.type, message=error.message, traceback=error.traceback,
+                        frames=[pb.Frame(file=f.file, line=f.line, function=f.function) for f in error.frames])
+
+
+def package_message(view: PackageView) -> pb.Package:
+    message = pb.Package(name=view.name, version=view.version, state=_STATES[view.state], error=view.error,
+                         source=view.source)
+    if view.info is not None:
+        message.pid = view.info.pid or 0
+        message.restarts = view.info.restarts
+        message.memory_bytes = view.info.memory_bytes
+        message.fingerprint = view.info.fingerprint
+        message.isolation.update(view.info.isolation)
+    if view.discovery is not None:
+        message.tasks.extend(pb.Task(id=t.id, function=t.function, dependencies=t.dependencies,
+                                     is_async=t.is_async, docstring=t.docstring, workflow=t.workflow)
+                             for t in view.discovery.tasks)
+        message.workflows.extend(pb.Workflow(name=w.name, description=w.description, tasks=w.tasks)
+                                 for w in view.discovery.workflows)
+    return message
+
+
+def call_message(result: CallResult) -> pb.CallTaskResponse:
+    message = pb.CallTaskResponse(
+        status=_STATUSES[result.status.lower()], duration_ms=result.duration_ms,
+        output=pb.CapturedOutput(stdout=result.output.stdout, stderr=result.output.stderr,
+                                 stdout_dropped_bytes=result.output.stdout_dropped_bytes,
+                                 stderr_dropped_bytes=result.output.stderr_dropped_bytes))
+    if result.context_json is not None:
+        message.context_json = result.context_json  # the sandbox's bytes, untouched
+    if result.error is not None:
+        message.error.CopyFrom(error_message(result.error))
+    return message
+
+
+def outcome_message(outcome: TaskOutcome) -> pb.TaskOutcome:
+    message = pb.TaskOutcome(task_id=outcome.task_id, status=_STATUSES[outcome.status.lower()],
+                             attempts=outcome.attempts, duration_ms=outcome.duration_ms,
+                             skip_reason=outcome.skip_reason)
+    if outcome.error is not None:
+        message.error.CopyFrom(error_message(outcome.error))
+    return message
+
+
+def run_message(run: WorkflowRun) -> pb.RunWorkflowResponse:
+    return pb.RunWorkflowResponse(status=_STATUSES[run.status.lower()], workflow=run.workflow,
+                                  final_context_json=run.final_context.to_json().encode(),
+                                  tasks=[outcome_message(o) for o in run.tasks.values()],
+                                  duration_ms=run.duration_ms)
+
+
+class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
+    def __init__(self, host: PackageHost, auth: Authenticator, quotas: TenantQuotas, max_archive_bytes: int,
+                 upload_idle_timeout: float) -> None:
+        self.host = host
+        self.auth = auth
+        self.quotas = quotas
+        self.max_archive_bytes = max_archive_bytes
+        self.upload_idle_timeout = upload_idle_timeout
+
+    # --- request plumbing ------------------------------------------------------------
+
+    async def _tenant(self, context: grpc.aio.ServicerContext) -> str:
+        metadata = dict(context.invocation_metadata() or ())
+        tenant = self.auth.tenant_for(metadata.get("authorization"))
+        if tenant is None:
+            missing = "authorization" not in metadata
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "this server needs an API key: send 'authorization: Bearer KEY' metadata"
+                                if missing else "the API key is not valid")
+        return tenant  # type: ignore[return-value]
+
+    @asynccontextmanager
+    async def _request(self, context: grpc.aio.ServicerContext, kind: str = "request") -> AsyncIterator[str]:
+        """Authenticate, admit under the tenant's quota, and turn refusals into status codes."""
+        tenant = await self._tenant(context)
+        try:
+            with self.quotas.admit(tenant, kind):
+                yield tenant
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except CallRejected as exc:
+            await context.abort(_REJECTIONS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), str(exc))
+        except VersionConflictError as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except PackageError as exc:
+            detail = getattr(exc, "traceback", "")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"package refused [{exc.code}]: {exc}" + (f"\n{detail}" if detail else ""))
+
+    @staticmethod
+    async def _package_name(tenant: str, reference: str, context: grpc.aio.ServicerContext) -> str:
+        """A package reference is NAME or TENANT/NAME; another tenant's is refused."""
+        if not reference:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request names no package")
+        owner, _, name = reference.rpartition("/")
+        if owner and owner != tenant:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"package {reference!r} belongs to another tenant; your key is for tenant {tenant!r}")
+        return name
+
+    @staticmethod
+    async def _deadline(request: pb.CallTaskRequest, context: grpc.aio.ServicerContext) -> float | None:
+        """The least of the client's deadline and timeout_seconds (the package's call timeout applies too)."""
+        timeout = None
+        if request.HasField("timeout_seconds"):
+            timeout = request.timeout_seconds
+            if math.isnan(timeout) or math.isinf(timeout) or timeout <= 0:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                             f"timeout_seconds must be a positive, finite number of seconds, not {timeout!r}")
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        return timeout
+
+    # --- methods -------------------------------------------------------------------
+
+    async def UploadPackage(self, request_iterator: AsyncIterator[pb.UploadPackageRequest],
+                            context: grpc.aio.ServicerContext) -> pb.Package:
+        async with self._request(context, "upload") as tenant:
+            fd, name = tempfile.mkstemp(prefix=".upload-", dir=self.host.data_dir)
+            path = Path(name)
+            try:
+                size = 0
+                chunks = request_iterator.__aiter__()
+                with os.fdopen(fd, "wb") as out:
+                    while True:
+                        try:
+                            request = await asyncio.wait_for(chunks.__anext__(), self.upload_idle_timeout)
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.TimeoutError:
+                            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                         f"the upload stalled: no data for {self.upload_idle_timeout:g}s")
+                        size += len(request.chunk)
+                        if size > self.max_archive_bytes:
+                            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                         f"the archive is over the {self.max_archive_bytes} byte upload limit")
+                        out.write(request.chunk)
+                if size == 0:
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the upload held no bytes")
+                view = await self.host.upload(tenant, path)
+                log.info("tenant %s uploaded %s %s", tenant, view.name, view.version)
+                return package_message(view)
+            finally:
+                path.unlink(missing_ok=True)
+
+    async def UnloadPackage(self, request: pb.UnloadPackageRequest,
+                            context: grpc.aio.ServicerContext) -> pb.UnloadPackageResponse:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context)
+            await self.host.unload(tenant, name)
+            log.info("tenant %s unloaded %s", tenant, name)
+        return pb.UnloadPackageResponse()
+
+    async def ListPackages(self, request: pb.ListPackagesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListPackagesResponse:
+        async with self._request(context) as tenant:
+            return pb.ListPackagesResponse(packages=[package_message(view) for view in self.host.list(tenant)])
+
+    async def GetPackage(self, request: pb.GetPackageRequest, context: grpc.aio.ServicerContext) -> pb.Package:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context)
+            return package_message(self.host.get(tenant, name))
+
+    async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context)
+            message = package_message(self.host.get(tenant, name))
+        return pb.ListTasksResponse(tasks=message.tasks, workflows=message.workflows)
+
+    async def CallTask(self, request: pb.CallTaskRequest, context: grpc.aio.ServicerContext) -> pb.CallTaskResponse:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context)
+            if not request.task:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the request names no task")
+            timeout = await self._deadline(request, context)
+            result = await self.host.call(tenant, name, request.task, request.context_json or b"{}", timeout)
+            return call_message(result)
+
+    async def RunWorkflow(self, request: pb.RunWorkflowRequest,
+                          context: grpc.aio.ServicerContext) -> pb.RunWorkflowResponse:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context)
+            run = await self.host.run_workflow(tenant, name, request.workflow or None,
+                                               request.context_json or b"{}")
+            return run_message(run)
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable")  # abort raises

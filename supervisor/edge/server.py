@@ -1,0 +1,179 @@
+"""Assembling the daemon: the grpc.aio server, health, reflection, keys, TLS, quotas, watched dirs.
+
+`SupervisorServer` runs on one event loop (`cloaca-sandbox serve` runs it with
+asyncio.run). `start()` returns once it listens; stored and watched packages
+load in the background while health answers NOT_SERVING. Health and reflection
+(v1 and v1alpha) always answer: they pass no tenant quota.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from pydantic import BaseModel, ConfigDict, Field
+
+from supervisor.api import supervisor_pb2, supervisor_pb2_grpc
+from supervisor.config import MIB, IsolationLevel, LauncherKind, SupervisorConfig
+from supervisor.edge.auth import Authenticator, load_api_keys
+from supervisor.edge.grpc_service import SupervisorService
+from supervisor.edge.quotas import TenantQuotas
+from supervisor.tenants import PackageHost, default_data_dir
+from supervisor.watcher import DirectoryWatcher
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = supervisor_pb2.DESCRIPTOR.services_by_name["Supervisor"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    packages: list[Path] = Field(default_factory=list)
+    api_keys: Path | None = None
+    import_timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    call_timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    memory_limit_mib: int | None = Field(default=1024, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    max_queue: int = Field(default=64, ge=0)
+    max_context_mib: int = Field(default=64, ge=1)
+    max_archive_mib: int = Field(default=512, ge=1)
+    scratch_mib: int = Field(default=256, ge=1)
+    network: bool = False
+    isolation: IsolationLevel = IsolationLevel.DEFAULT
+    launcher: LauncherKind = LauncherKind.ZYGOTE
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    watch_interval: float = Field(default=1.0, gt=0)
+    tenant_requests: int = Field(default=256, ge=1, description="requests one tenant may have in progress")
+    tenant_uploads: int = Field(default=8, ge=1, description="uploads one tenant may have in progress")
+    upload_idle_timeout: float = Field(default=30.0, gt=0, description="seconds an upload may send nothing")
+
+    def supervisor_config(self) -> SupervisorConfig:
+        return SupervisorConfig(
+            work_dir=self.data_dir / "work", import_timeout=self.import_timeout, call_timeout=self.call_timeout,
+            memory_limit_mib=self.memory_limit_mib, max_concurrency=self.max_concurrency, max_queue=self.max_queue,
+            max_context_mib=self.max_context_mib, scratch_mib=self.scratch_mib, network=self.network,
+            isolation=self.isolation, launcher=self.launcher)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def is_loopback(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _reflection_v1_handler(servicer: reflection.aio.ReflectionServicer) -> grpc.GenericRpcHandler:
+    """Reflection v1: the same messages as v1alpha on the wire, so the v1alpha servicer answers both."""
+    method = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    return grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": method})
+
+
+class SupervisorServer:
+    """The running service."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        keys = load_api_keys(config.api_keys) if config.api_keys else None
+        if keys is None and not is_loopback(config.listen):
+            raise ConfigError(f"refusing to listen on {config.listen} without API keys: anyone who can reach it "
+                              "could run code. Give --api-keys FILE, or listen on 127.0.0.1")
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        self.config = config
+        self.keys = keys
+        self.host: PackageHost | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.loaded = asyncio.Event()  # set once restore and the first scan are done
+        self._loader: asyncio.Task[None] | None = None
+        self.watcher: DirectoryWatcher | None = None
+
+    async def start(self) -> None:
+        """Listen; then load stored and watched packages in the background (health NOT_SERVING until done)."""
+        config = self.config
+        self.host = PackageHost(config.data_dir, config.supervisor_config())
+        message_limit = config.max_context_mib * MIB + MIB  # a context plus the message around it
+        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", message_limit),
+                                               ("grpc.max_send_message_length", message_limit),
+                                               ("grpc.so_reuseport", 0)])
+        quotas = TenantQuotas(config.tenant_requests, config.tenant_uploads)
+        supervisor_pb2_grpc.add_SupervisorServicer_to_server(
+            SupervisorService(self.host, Authenticator(self.keys), quotas, config.max_archive_mib * MIB,
+                              config.upload_idle_timeout), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME,
+                 REFLECTION_V1)
+        reflector = reflection.aio.ReflectionServicer(names)
+        from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, self.server)
+        self.server.add_generic_rpc_handlers((_reflection_v1_handler(reflector),))
+        try:
+            if config.tls_cert is not None and config.tls_key is not None:
+                credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(),
+                                                            config.tls_cert.read_bytes())])
+                self.port = self.server.add_secure_port(config.listen, credentials)
+            else:
+                self.port = self.server.add_insecure_port(config.listen)
+        except RuntimeError as exc:
+            raise ConfigError(f"could not listen on {config.listen}: {exc}") from None
+        if self.port == 0 and not config.listen.startswith("unix:"):
+            raise ConfigError(f"could not listen on {config.listen}: the address is in use or not available")
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.host.start()
+        await self.server.start()
+        log.info("listening on %s (%s)", config.listen,
+                 "API keys required" if config.api_keys else "no API keys: loopback only")
+        self.watcher = DirectoryWatcher(self.host, list(config.packages), config.watch_interval)
+        self._loader = asyncio.get_running_loop().create_task(self._load_packages())
+
+    async def _load_packages(self) -> None:
+        assert self.host is not None and self.watcher is not None
+        try:
+            await self.host.restore()
+            await self.watcher.start()
+        except Exception:  # noqa: BLE001 - the service keeps serving what did load
+            log.exception("loading stored and watched packages failed")
+        finally:
+            for service in ("", SERVICE_NAME):
+                await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            self.loaded.set()
+            count = len(self.host.supervisor.packages())
+            log.info("initial load done: %d package%s loaded", count, "" if count == 1 else "s")
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, let calls under way finish within `grace`, then stop every sandbox."""
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self._loader is not None:
+            self._loader.cancel()
+            await asyncio.gather(self._loader, return_exceptions=True)
+        if self.host is not None:
+            await self.host.close()
+        log.info("stopped")

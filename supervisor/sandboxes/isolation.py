@@ -1,0 +1,302 @@
+"""What confines each sandbox: the layers this machine allows, and each sandbox's plan.
+
+At start the supervisor probes the machine once (a throwaway child tries every
+layer and reports which held, `probe_plan`), logs the result, and from then on
+asks every sandbox for exactly the layers the probe saw work, each as required:
+a sandbox never silently runs with less than the machine gives. With
+`--isolation strict`, a machine missing any layer refuses to start sandboxes.
+
+The plan (sandbox_runtime.confinement.Plan) is built here, where the host's
+paths are known: the sandbox's identity (a uid of its own from `UidPool` when
+the service is root, a user namespace otherwise), its minimal root (the
+interpreter, the standard library, the runtime's modules and the package's own
+tree, read-only; a size-capped tmpfs for home and temp; its socket directory),
+the Landlock fence and the seccomp filter.
+
+Tests (and operators checking how the service behaves on a lesser machine) can
+name layers to treat as missing in CLOACA_SANDBOX_SIMULATE_MISSING_LAYERS
+(comma-separated), which the probe then reports as unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox_runtime.confinement import (
+    CGROUP,
+    IDENTITY,
+    IPC,
+    LANDLOCK,
+    LAYERS,
+    MOUNT,
+    NETWORK,
+    NO_NEW_PRIVS,
+    PID,
+    PIDS,
+    SECCOMP,
+    USER,
+)
+from supervisor.config import IsolationLevel
+from supervisor.sandboxes.runtime import RuntimeFiles
+
+log = logging.getLogger(__name__)
+
+SIMULATE_MISSING = "CLOACA_SANDBOX_SIMULATE_MISSING_LAYERS"
+INSIDE_UID = 1000  # the sandbox's uid as it sees itself inside a user namespace
+SCRATCH, HOME, TMP, SHM = "/sandbox", "/sandbox/home", "/sandbox/tmp", "/sandbox/shm"
+PACKAGE_ROOT = "/package"
+SOCKET_DIR = "/run/sandbox"
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+class IsolationUnavailable(RuntimeError):
+    """Strict isolation was asked for, and this machine cannot give every layer."""
+
+
+@dataclass
+class MachineLayers:
+    """Each layer and what the probe found: "on ..." or "off (reason)"."""
+
+    layers: dict[str, str] = field(default_factory=dict)
+
+    def available(self, layer: str) -> bool:
+        return self.layers.get(layer, "off").startswith("on")
+
+    def missing(self) -> dict[str, str]:
+        """Layers that do not hold (a layer this setup does not need, "n/a", is not missing)."""
+        return {layer: state for layer, state in self.layers.items() if state.startswith("off")}
+
+    def describe(self) -> str:
+        return ", ".join(f"{layer} {state}" for layer, state in self.layers.items())
+
+
+def simulated_missing() -> set[str]:
+    return {name.strip() for name in os.environ.get(SIMULATE_MISSING, "").split(",") if name.strip()}
+
+
+class UidPool:
+    """Distinct unprivileged uids for sandboxes when the service runs as root; reused once freed."""
+
+    def __init__(self, base: int, size: int) -> None:
+        self.base = base
+        self.size = size
+        self._free: list[int] = []
+        self._next = 0
+
+    def allocate(self) -> int:
+        if self._free:
+            return self._free.pop()
+        if self._next >= self.size:
+            raise RuntimeError(f"all {self.size} sandbox uids from {self.base} are in use")
+        self._next += 1
+        return self.base + self._next - 1
+
+    def release(self, uid: int) -> None:
+        if self.base <= uid < self.base + self.size:
+            self._free.append(uid)
+
+
+@dataclass(frozen=True)
+class SandboxPaths:
+    """One incarnation's host directories and what the sandbox calls them."""
+
+    package_root: Path  # the extracted package (read-only to the sandbox)
+    import_paths: list[Path]  # source then vendor, inside package_root
+    socket_dir: Path  # owned by the sandbox's uid, 0700
+    root_mountpoint: Path  # an empty directory the sandbox builds its root on
+    home: Path  # used only when there is no mount namespace
+    tmp: Path
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """What the start request carries, and what the supervisor needs to know about it."""
+
+    confinement: dict[str, Any]
+    socket_path: str  # as the sandbox sees it
+    package_paths: list[str]  # as the sandbox sees them
+    env: dict[str, str]
+    cwd: str
+    uid: int | None  # the host uid it runs as, when it has its own
+
+
+class IsolationPolicy:
+    def __init__(self, level: IsolationLevel, runtime: RuntimeFiles, cgroups_memory: bool, cgroups_pids: bool,
+                 uid_base: int = 1_800_000_000, uid_count: int = 65536) -> None:
+        self.level = level
+        self.runtime = runtime
+        self.cgroups_memory = cgroups_memory
+        self.cgroups_pids = cgroups_pids
+        self.as_root = os.geteuid() == 0
+        self.uids = UidPool(uid_base, uid_count)
+        self.machine: MachineLayers | None = None
+
+    # --- the probe ---------------------------------------------------------------
+
+    def probe_plan(self, paths: SandboxPaths) -> dict[str, Any]:
+        """A plan asking for every layer, none required: the probe child reports what held."""
+        plan = self._plan(paths, uid=self.uids.base + self.uids.size - 1, network=False, scratch_bytes=1 << 20,
+                          max_processes=64, cgroup_procs=[], every_layer=True)
+        plan["required"] = []
+        return plan
+
+    def record_probe(self, report: dict[str, str]) -> MachineLayers:
+        missing = simulated_missing()
+        layers = {layer: ("off (simulated missing)" if layer in missing else report.get(layer, "off (unknown)"))
+                  for layer in LAYERS}
+        layers[CGROUP] = "on (memory)" if self.cgroups_memory else "off (no writable memory cgroup)"
+        if not self.cgroups_pids and not layers[PIDS].startswith("on"):
+            layers[PIDS] = "off (no writable pids cgroup, and no uid of its own for an rlimit)"
+        elif self.cgroups_pids:
+            layers[PIDS] = "on (cgroup)"
+        if self.as_root and USER not in missing:
+            layers[USER] = "n/a (the service is root: each sandbox runs as a uid of its own instead)"
+        if not self.as_root and layers.get(IDENTITY, "").startswith("off") and layers[USER].startswith("on"):
+            layers[IDENTITY] = "on (user namespace)"
+        self.machine = MachineLayers(layers)
+        return self.machine
+
+    def check_strict(self) -> None:
+        assert self.machine is not None
+        missing = self.machine.missing()
+        if self.level is IsolationLevel.STRICT and missing:
+            raise IsolationUnavailable(
+                "strict isolation: this machine cannot give every confinement layer ("
+                + ", ".join(f"{layer} {state}" for layer, state in missing.items())
+                + "); run without --isolation strict to accept the strongest it allows")
+
+    # --- one sandbox ---------------------------------------------------------------
+
+    def plan_for(self, paths: SandboxPaths, *, network: bool, scratch_bytes: int, max_processes: int,
+                 cgroup_procs: list[str], env: dict[str, str]) -> SandboxPlan:
+        """The plan for one incarnation: every layer the probe saw work, each required."""
+        assert self.machine is not None, "probe the machine first"
+        self.check_strict()
+        uid = self.uids.allocate() if self.as_root and self.machine.available(IDENTITY) else None
+        confinement = self._plan(paths, uid=uid, network=network, scratch_bytes=scratch_bytes,
+                                 max_processes=max_processes, cgroup_procs=cgroup_procs, every_layer=False)
+        in_root = confinement["root"] is not None
+        package_paths = [self._inside(path, paths.package_root) if in_root else str(path)
+                         for path in paths.import_paths]
+        home, tmp = (HOME, TMP) if in_root else (str(paths.home), str(paths.tmp))
+        full_env = {**env, "HOME": home, "TMPDIR": tmp, "USER": "sandbox", "LOGNAME": "sandbox"}
+        socket_path = f"{SOCKET_DIR}/s" if in_root else str(paths.socket_dir / "s")
+        return SandboxPlan(confinement, socket_path, package_paths, full_env, tmp, uid)
+
+    def release(self, plan: SandboxPlan) -> None:
+        if plan.uid is not None:
+            self.uids.release(plan.uid)
+
+    def _wanted(self, layer: str, every_layer: bool) -> bool:
+        return every_layer or (self.machine is not None and self.machine.available(layer))
+
+    def _plan(self, paths: SandboxPaths, *, uid: int | None, network: bool, scratch_bytes: int,
+              max_processes: int, cgroup_procs: list[str], every_layer: bool) -> dict[str, Any]:
+        namespaces = self._wanted(PID, every_layer) and self._wanted(MOUNT, every_layer)
+        if self.as_root:
+            identity = "uid" if uid is not None else "none"
+            inside_uid = inside_gid = uid if uid is not None else 0
+        elif self._wanted(USER, every_layer) and namespaces:
+            identity, inside_uid, inside_gid = "userns", INSIDE_UID, INSIDE_UID
+        else:
+            identity, inside_uid, inside_gid = "none", os.geteuid(), os.getegid()
+        root = self.root_layout(paths, inside_uid, inside_gid, network, scratch_bytes) if namespaces else None
+        landlock = self.landlock_spec(paths, in_root=root is not None, network=network) \
+            if self._wanted(LANDLOCK, every_layer) else None
+        distinct_uid = identity in ("uid", "userns")
+        required = [] if every_layer else [
+            layer for layer in (CGROUP, IDENTITY, USER, PID, MOUNT, NETWORK, IPC, PIDS, NO_NEW_PRIVS, LANDLOCK,
+                                SECCOMP) if self.machine is not None and self.machine.available(layer)]
+        if network and NETWORK in required:
+            required.remove(NETWORK)  # the host's network: nothing to set up
+        return {
+            "identity": identity, "uid": inside_uid, "gid": inside_gid,
+            "namespaces": namespaces, "network": network, "root": root,
+            "cgroup_procs": cgroup_procs,
+            "max_processes": max_processes if (self.cgroups_pids or distinct_uid) else None,
+            "pids_by_cgroup": self.cgroups_pids,
+            "landlock": landlock,
+            "seccomp": self._wanted(SECCOMP, every_layer),
+            "required": required,
+        }
+
+    @staticmethod
+    def _inside(path: Path, package_root: Path) -> str:
+        relative = path.relative_to(package_root).as_posix()
+        return PACKAGE_ROOT if relative == "." else f"{PACKAGE_ROOT}/{relative}"
+
+    def root_layout(self, paths: SandboxPaths, uid: int, gid: int, network: bool,
+                    scratch_bytes: int) -> dict[str, Any]:
+        steps: list[dict[str, Any]] = []
+
+        def bind(source: str, target: str | None = None, writable: bool = False, from_root: bool = False) -> None:
+            steps.append({"kind": "bind", "path": target or source, "source": source, "writable": writable,
+                          "from_root": from_root})
+
+        for directory in _SYSTEM_DIRS:
+            if os.path.islink(directory):
+                steps.append({"kind": "symlink", "path": directory, "source": os.readlink(directory)})
+            elif os.path.isdir(directory):
+                bind(directory)
+        prefix = self.runtime.interpreter_prefix
+        if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
+            bind(prefix)
+        site = self.runtime.stdlib_site_packages
+        # Nothing installed beside the standard library is visible, except the runtime's own modules.
+        if os.path.isdir(site):
+            steps.append({"kind": "tmpfs", "path": site, "options": "size=64k,mode=0755"})
+        for path in self.runtime.read_only_paths()[1:]:
+            if os.path.exists(path):
+                bind(path)
+        for name, text in self._etc_files(uid, gid).items():
+            steps.append({"kind": "file", "path": f"/etc/{name}", "content": text, "mode": 0o644})
+        if os.path.islink("/etc/localtime"):
+            steps.append({"kind": "symlink", "path": "/etc/localtime", "source": os.readlink("/etc/localtime")})
+        if network:
+            for shared in ("/etc/resolv.conf", "/etc/ssl", "/etc/ca-certificates", "/etc/gai.conf"):
+                if os.path.exists(shared):
+                    bind(shared)
+        steps.append({"kind": "tmpfs", "path": "/dev", "options": "size=64k,mode=0755"})
+        for device in _DEVICES:
+            bind(f"/dev/{device}", writable=True)
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                             ("stderr", "/proc/self/fd/2")):
+            steps.append({"kind": "symlink", "path": f"/dev/{name}", "source": target})
+        steps.append({"kind": "tmpfs", "path": SCRATCH, "writable": True,
+                      "options": f"size={scratch_bytes},mode=0700,uid={uid},gid={gid}"})
+        for directory in (HOME, TMP, SHM):
+            steps.append({"kind": "dir", "path": directory, "mode": 0o700, "uid": uid, "gid": gid})
+        bind(TMP, "/tmp", writable=True, from_root=True)
+        bind(TMP, "/var/tmp", writable=True, from_root=True)
+        bind(SHM, "/dev/shm", writable=True, from_root=True)
+        bind(str(paths.package_root), PACKAGE_ROOT)
+        bind(str(paths.socket_dir), SOCKET_DIR, writable=True)
+        steps.append({"kind": "proc", "path": "/proc"})
+        return {"mountpoint": str(paths.root_mountpoint), "steps": steps}
+
+    @staticmethod
+    def _etc_files(uid: int, gid: int) -> dict[str, str]:
+        return {
+            "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                      f"sandbox:x:{uid}:{gid}:sandbox:{HOME}:/usr/sbin/nologin\n"
+                      "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+            "group": f"root:x:0:\nsandbox:x:{gid}:\nnogroup:x:65534:\n",
+            "hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+            "hostname": "sandbox\n",
+            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+        }
+
+    def landlock_spec(self, paths: SandboxPaths, *, in_root: bool, network: bool) -> dict[str, Any]:
+        devices = [f"/dev/{device}" for device in _DEVICES]
+        if in_root:
+            return {"read_only": ["/"], "read_write": [SCRATCH, "/tmp", "/var/tmp", "/dev/shm", SOCKET_DIR],
+                    "device_files": devices, "allow_tcp": network}
+        read_only = [*_SYSTEM_DIRS, "/etc", "/proc", *self.runtime.read_only_paths(), str(paths.package_root)]
+        return {"read_only": [path for path in read_only if os.path.exists(path)],
+                "read_write": [str(paths.home), str(paths.tmp), str(paths.socket_dir)],
+                "device_files": devices, "allow_tcp": network}

@@ -1,0 +1,210 @@
+"""Tenants' packages over one supervisor core, kept across restarts: what the daemon serves.
+
+`PackageHost` is what the gRPC edge and `cloaca-sandbox serve` drive. It stores
+accepted uploads in the archive store, loads them again at start (checking each
+archive's sha256 first), loads watched directories, and keeps the packages that
+could not load visible with their error, so an operator sees every package in
+one list. Every method runs on the service's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from cloaca.engine import WorkflowRun
+from supervisor.archive_store import ArchiveStore, RegistryEntry, file_sha256
+from supervisor.config import SupervisorConfig
+from supervisor.contexts import ContextLike
+from supervisor.core import AsyncSupervisor, package_key
+from supervisor.discovery import Discovery
+from supervisor.errors import IntegrityError, PackageError
+from supervisor.package import ExtractedPackage
+from supervisor.results import CallResult, PackageInfo, PackageUnavailableError, UnknownPackageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PackageView:
+    """One row of ListPackages: a loaded package, one loading, or one that failed."""
+
+    tenant: str
+    name: str
+    state: str  # loading, ready, failed
+    source: str  # "upload" or the watched file
+    version: str = ""
+    error: str = ""
+    info: PackageInfo | None = None
+    discovery: Discovery | None = None
+
+
+class PackageHost:
+    def __init__(self, data_dir: Path, config: SupervisorConfig | None = None) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.supervisor = AsyncSupervisor(config or SupervisorConfig(work_dir=data_dir / "work"))
+        self.store = ArchiveStore(data_dir)
+        self._unready: dict[tuple[str, str], PackageView] = {}  # loading or failed, by (tenant, name)
+        self._sources: dict[tuple[str, str], str] = {}  # where each loaded package came from
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archive-store")
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
+
+    async def start(self) -> None:
+        await self.supervisor.start()
+
+    # --- loading -------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load again every package the store says was loaded; failures stay visible."""
+        entries = await self._in_thread(self.store.loaded)
+        for entry in entries:
+            self._unready[(entry.tenant, entry.name)] = PackageView(entry.tenant, entry.name, LOADING, "upload",
+                                                                    entry.version)
+        limit = asyncio.Semaphore(4)
+
+        async def restore_one(entry: RegistryEntry) -> None:
+            async with limit:
+                await self._restore_one(entry)
+
+        await asyncio.gather(*(restore_one(entry) for entry in entries))
+
+    async def _restore_one(self, entry: RegistryEntry) -> None:
+        try:
+            actual = await self._in_thread(file_sha256, entry.archive)
+            if actual != entry.sha256:
+                raise IntegrityError(f"the stored archive of {entry.name} {entry.version} does not match its "
+                                     f"sha256 (expected {entry.sha256}, found {actual}); it was not loaded")
+            await self.supervisor.load(entry.archive, namespace=entry.tenant)
+            self._mark_loaded(entry.tenant, entry.name, "upload")
+            log.info("restored %s/%s %s", entry.tenant, entry.name, entry.version)
+        except (PackageError, OSError) as exc:
+            log.error("could not restore %s/%s %s: %s", entry.tenant, entry.name, entry.version, exc)
+            self._unready[(entry.tenant, entry.name)] = PackageView(entry.tenant, entry.name, FAILED, "upload",
+                                                                    entry.version, str(exc))
+
+    async def upload(self, tenant: str, archive: Path) -> PackageView:
+        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it."""
+        sha256, stored = await self._in_thread(self.store.store, archive)
+
+        def refuse_version_conflict(package: ExtractedPackage) -> None:
+            self.store.check_version(tenant, package.name, package.version, sha256)
+
+        info = await self.supervisor.load(stored, namespace=tenant, check=refuse_version_conflict)
+        await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
+        self._mark_loaded(tenant, info.name, "upload")
+        return self.get(tenant, info.name)
+
+    async def load_file(self, tenant: str, path: Path) -> PackageView:
+        """Load a watched file; its failure is kept visible under the file's name."""
+        source = str(path)
+        try:
+            with tempfile.TemporaryDirectory(dir=self.data_dir) as scratch:
+                # Copied first: the watched file may change while it is extracted.
+                snapshot = Path(scratch) / "archive"
+                await self._in_thread(shutil.copyfile, path, snapshot)
+                info = await self.supervisor.load(snapshot, namespace=tenant)
+        except (PackageError, OSError) as exc:
+            log.error("watched package %s refused: %s", path, exc)
+            self._unready[(tenant, path.name)] = PackageView(tenant, path.name, FAILED, source, error=str(exc))
+            raise
+        self._unready.pop((tenant, path.name), None)
+        self._mark_loaded(tenant, info.name, source)
+        return self.get(tenant, info.name)
+
+    async def forget_file(self, tenant: str, path: Path) -> None:
+        """A watched file disappeared: unload what it provided, forget its failure."""
+        source = str(path)
+        self._unready.pop((tenant, path.name), None)
+        names = [name for (owner, name), origin in self._sources.items() if owner == tenant and origin == source]
+        for name in names:
+            try:
+                await self.unload(tenant, name)
+            except UnknownPackageError:
+                pass
+
+    def _mark_loaded(self, tenant: str, name: str, source: str) -> None:
+        self._unready.pop((tenant, name), None)
+        self._sources[(tenant, name)] = source
+
+    async def unload(self, tenant: str, name: str) -> None:
+        failed = self._unready.pop((tenant, name), None)
+        self._sources.pop((tenant, name), None)
+        try:
+            await self.supervisor.unload(package_key(name, tenant))
+        except UnknownPackageError:
+            if failed is None:
+                raise UnknownPackageError(self._unknown(tenant, name)) from None
+        await self._in_thread(self.store.record_unloaded, tenant, name)
+
+    # --- reading -------------------------------------------------------------------
+
+    def list(self, tenant: str) -> list[PackageView]:
+        views = [self._view(info) for info in self.supervisor.packages() if info.namespace == tenant]
+        shown = {view.name for view in views}
+        views += [view for (owner, name), view in self._unready.items() if owner == tenant and name not in shown]
+        return sorted(views, key=lambda view: view.name)
+
+    def get(self, tenant: str, name: str) -> PackageView:
+        try:
+            return self._view(self.supervisor.package(package_key(name, tenant)))
+        except UnknownPackageError:
+            view = self._unready.get((tenant, name))
+            if view is None:
+                raise UnknownPackageError(self._unknown(tenant, name)) from None
+            return view
+
+    def _view(self, info: PackageInfo) -> PackageView:
+        tenant = info.namespace or DEFAULT_TENANT
+        state = READY if info.state == "ready" else (FAILED if info.state == "failed" else LOADING)
+        source = self._sources.get((tenant, info.name), "upload")
+        return PackageView(tenant, info.name, state, source, info.version, info.error or "", info,
+                           self.supervisor.discovery(info.key))
+
+    def _unknown(self, tenant: str, name: str) -> str:
+        names = ", ".join(view.name for view in self.list(tenant)) or "none"
+        return f"no package named {name!r} (your packages: {names})"
+
+    # --- calls ---------------------------------------------------------------------
+
+    async def call(self, tenant: str, name: str, task: str, context: ContextLike,
+                   timeout: float | None) -> CallResult:
+        try:
+            return await self.supervisor.call(package_key(name, tenant), task, context, timeout)
+        except UnknownPackageError:
+            raise self._not_loaded(tenant, name) from None
+
+    async def run_workflow(self, tenant: str, name: str, workflow: str | None, context: ContextLike) -> WorkflowRun:
+        try:
+            return await self.supervisor.run_workflow(package_key(name, tenant), workflow, context)
+        except UnknownPackageError:
+            raise self._not_loaded(tenant, name) from None
+
+    def _not_loaded(self, tenant: str, name: str) -> PackageUnavailableError:
+        """Why a package the supervisor does not hold cannot be called (it may be loading or failed)."""
+        view = self.get(tenant, name)  # raises UnknownPackageError when it is nowhere
+        return PackageUnavailableError(f"package {name!r} is {view.state}" + (f": {view.error}" if view.error else ""))
+
+    async def close(self) -> None:
+        await self.supervisor.close()
+        await self._in_thread(self.store.close)
+        self._io.shutdown(wait=True)
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "cloaca-sandbox"
