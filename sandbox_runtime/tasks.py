@@ -37,6 +37,7 @@ UNKNOWN_TASK = "unknown_task"
 INTERNAL = "internal"
 
 _GC_FREE_DECODE_BYTES = 256 * 1024
+MAX_NESTING = 254  # levels of arrays and objects: as deep as the sandbox can encode a context back
 _TEXT_LIMIT = 256 * 1024  # a message or traceback longer than this is cut (its tail kept)
 
 
@@ -64,7 +65,18 @@ def decode_context(raw: bytes) -> dict[str, Any]:
             gc.enable()
     if not isinstance(data, dict):
         raise ContextError(INVALID_CONTEXT, f"the context must be a JSON object, not a JSON {_json_type(data)}")
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(data):
+        raise ContextError(INVALID_CONTEXT, f"the context is nested more than {MAX_NESTING} levels deep")
     return data
+
+
+def _too_deep(data: dict[str, Any]) -> bool:
+    """Whether `data` nests deeper than MAX_NESTING; orjson's encoder stops at exactly that depth."""
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        return "Recursion limit" in str(exc)
+    return False
 
 
 def encode_context(data: dict[str, Any], limit: int) -> bytes:

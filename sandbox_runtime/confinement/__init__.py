@@ -179,11 +179,10 @@ def _drop_identity(plan: Plan) -> str:
     raise OSError(1, "the service is not root and has no user namespace: the sandbox runs as the service's user")
 
 
-def _landlock(spec: LandlockSpec) -> str:
-    abi = landlock_rules.apply(landlock_rules.LandlockPolicy(
+def _landlock_ruleset(spec: LandlockSpec) -> landlock_rules.Ruleset:
+    return landlock_rules.prepare(landlock_rules.LandlockPolicy(
         read_only=spec.read_only, read_write=spec.read_write, device_files=spec.device_files,
         allow_tcp=spec.allow_tcp))
-    return f"ABI {abi}"
 
 
 def confine(plan: Plan) -> Report:
@@ -196,7 +195,11 @@ def confine(plan: Plan) -> Report:
     else:
         report.off(CGROUP, "no writable cgroup")
     in_namespaces = plan.namespaces and _enter_namespaces(plan, report)
-    if in_namespaces:
+    if not in_namespaces:
+        # No pid namespace gathers what the sandbox starts: as their subreaper it keeps even
+        # daemons that left its session among its descendants, where the supervisor finds them.
+        kernel.become_subreaper()
+    else:
         if plan.root is not None:
             root = plan.root
             _attempt(plan, report, MOUNT, lambda: enter_root(root), "minimal read-only root")
@@ -206,6 +209,12 @@ def confine(plan: Plan) -> Report:
             kernel.sethostname("sandbox")
         except OSError:
             pass
+    # The Landlock rules are built while every path they name can still be opened (before the
+    # identity changes); they come into force after no_new_privs, below.
+    ruleset: list[landlock_rules.Ruleset] = []
+    if plan.landlock is not None:
+        spec = plan.landlock
+        _attempt(plan, report, LANDLOCK, lambda: ruleset.append(_landlock_ruleset(spec)))
     if plan.identity == "none":
         report.off(IDENTITY, "runs as the service's own user")
     else:
@@ -221,10 +230,9 @@ def confine(plan: Plan) -> Report:
         _attempt(plan, report, PIDS, lambda: resource.setrlimit(
             resource.RLIMIT_NPROC, (plan.max_processes, plan.max_processes)), f"rlimit, at most {plan.max_processes}")
     _attempt(plan, report, NO_NEW_PRIVS, kernel.set_no_new_privs)
-    if plan.landlock is not None:
-        spec = plan.landlock
-        _attempt(plan, report, LANDLOCK, lambda: _landlock(spec))
-    else:
+    if ruleset:
+        _attempt(plan, report, LANDLOCK, lambda: f"ABI {ruleset[0].restrict_self()}")
+    elif plan.landlock is None:
         report.off(LANDLOCK, "not requested")
     if plan.seccomp:
         _attempt(plan, report, SECCOMP, lambda: f"{seccomp_filter.install()} rules")

@@ -58,10 +58,6 @@ def abi_version() -> int:
     return max(0, int(result))
 
 
-def _fs_rights(abi: int) -> int:
-    return _FS_BY_ABI.get(abi, _FS_BY_ABI[5]) if abi < 6 else _FS_BY_ABI[5]
-
-
 @dataclass
 class LandlockPolicy:
     """What the sandbox may touch: everything else is refused by the kernel."""
@@ -72,17 +68,39 @@ class LandlockPolicy:
     allow_tcp: bool = False  # outbound/inbound TCP; when False no TCP bind or connect at all
 
 
-def apply(policy: LandlockPolicy) -> int:
-    """Restrict this process (and all it starts) to `policy`; returns the ABI used.
+class Ruleset:
+    """A ruleset built (paths opened while this process can still reach them), not yet in force."""
 
-    Needs no_new_privs (or CAP_SYS_ADMIN), and should run before any thread
-    starts, since a ruleset binds only the calling thread and its later children.
-    Raises OSError when the kernel has no Landlock.
-    """
+    def __init__(self, fd: int, abi: int) -> None:
+        self.fd = fd
+        self.abi = abi
+
+    def restrict_self(self) -> int:
+        """Put the ruleset in force for this process and all it starts; returns the ABI used.
+
+        Needs no_new_privs (or CAP_SYS_ADMIN), and should run before any thread
+        starts, since a ruleset binds only the calling thread and its later children.
+        """
+        try:
+            if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(self.fd), ctypes.c_uint32(0)) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"landlock_restrict_self: {os.strerror(errno)}")
+        finally:
+            os.close(self.fd)
+        return self.abi
+
+
+def apply(policy: LandlockPolicy) -> int:
+    """prepare and restrict_self in one step."""
+    return prepare(policy).restrict_self()
+
+
+def prepare(policy: LandlockPolicy) -> Ruleset:
+    """Build the ruleset for `policy`. Raises OSError when the kernel has no Landlock."""
     abi = abi_version()
     if abi < 1:
         raise OSError(95, "Landlock is not available on this kernel")
-    fs = _fs_rights(abi)
+    fs = _FS_BY_ABI[min(abi, 5)]
     net = 0 if policy.allow_tcp or abi < 4 else NET_BIND_TCP | NET_CONNECT_TCP
     scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
     attr = _RulesetAttr(fs, net, scoped)
@@ -98,12 +116,10 @@ def apply(policy: LandlockPolicy) -> int:
             _allow_path(ruleset, path, fs, directory_rights=True)
         for path in policy.device_files:
             _allow_path(ruleset, path, READ_WRITE_FILE & fs, directory_rights=False)
-        if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"landlock_restrict_self: {os.strerror(errno)}")
-    finally:
+    except BaseException:
         os.close(ruleset)
-    return abi
+        raise
+    return Ruleset(ruleset, abi)
 
 
 def _allow_path(ruleset: int, path: str, rights: int, *, directory_rights: bool) -> None:

@@ -166,7 +166,8 @@ class CgroupBackend:
         return "; ".join(parts)
 
     @classmethod
-    def detect(cls) -> "CgroupBackend":
+    def detect(cls, skip: set[str] = frozenset()) -> "CgroupBackend":  # type: ignore[assignment]
+        """Find writable hierarchies; controllers named in `skip` ("memory", "pids") are not used."""
         v2_controllers = set()
         try:
             if (ROOT / "cgroup.controllers").exists() and not (ROOT / "memory").is_dir():
@@ -175,6 +176,8 @@ class CgroupBackend:
             pass
         found: dict[str, tuple[Path, int]] = {}
         for controller in ("memory", "pids"):
+            if controller in skip:
+                continue
             if controller in v2_controllers:
                 hierarchy = _Hierarchy(2, controller, ROOT)
             elif (ROOT / controller / "cgroup.procs").exists():

@@ -79,6 +79,20 @@ def simulated_missing() -> set[str]:
     return {name.strip() for name in os.environ.get(SIMULATE_MISSING, "").split(",") if name.strip()}
 
 
+def _passable_by_others(path: str) -> bool:
+    """Every directory above `path` lets other users pass (o+x)."""
+    current = os.path.dirname(os.path.realpath(path))
+    while True:
+        try:
+            if not os.stat(current).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if current == "/":
+            return True
+        current = os.path.dirname(current)
+
+
 class UidPool:
     """Distinct unprivileged uids for sandboxes when the service runs as root; reused once freed."""
 
@@ -147,8 +161,7 @@ class IsolationPolicy:
 
     def record_probe(self, report: dict[str, str]) -> MachineLayers:
         missing = simulated_missing()
-        layers = {layer: ("off (simulated missing)" if layer in missing else report.get(layer, "off (unknown)"))
-                  for layer in LAYERS}
+        layers = {layer: report.get(layer, "off (unknown)") for layer in LAYERS}
         layers[CGROUP] = "on (memory)" if self.cgroups_memory else "off (no writable memory cgroup)"
         if not self.cgroups_pids and not layers[PIDS].startswith("on"):
             layers[PIDS] = "off (no writable pids cgroup, and no uid of its own for an rlimit)"
@@ -158,6 +171,8 @@ class IsolationPolicy:
             layers[USER] = "n/a (the service is root: each sandbox runs as a uid of its own instead)"
         if not self.as_root and layers.get(IDENTITY, "").startswith("off") and layers[USER].startswith("on"):
             layers[IDENTITY] = "on (user namespace)"
+        for layer in missing & set(LAYERS):
+            layers[layer] = "off (simulated missing)"
         self.machine = MachineLayers(layers)
         return self.machine
 
@@ -177,7 +192,7 @@ class IsolationPolicy:
         """The plan for one incarnation: every layer the probe saw work, each required."""
         assert self.machine is not None, "probe the machine first"
         self.check_strict()
-        uid = self.uids.allocate() if self.as_root and self.machine.available(IDENTITY) else None
+        uid = self.uids.allocate() if self.as_root and self._own_uid_possible(paths) else None
         confinement = self._plan(paths, uid=uid, network=network, scratch_bytes=scratch_bytes,
                                  max_processes=max_processes, cgroup_procs=cgroup_procs, every_layer=False)
         in_root = confinement["root"] is not None
@@ -187,6 +202,26 @@ class IsolationPolicy:
         full_env = {**env, "HOME": home, "TMPDIR": tmp, "USER": "sandbox", "LOGNAME": "sandbox"}
         socket_path = f"{SOCKET_DIR}/s" if in_root else str(paths.socket_dir / "s")
         return SandboxPlan(confinement, socket_path, package_paths, full_env, tmp, uid)
+
+    def _own_uid_possible(self, paths: SandboxPaths) -> bool:
+        """A uid of its own, where the sandbox can still reach its files as that uid.
+
+        In its own mount namespace everything it needs is bound into its root. Without
+        one it sees the host's paths, and every directory above them must let others pass.
+        """
+        assert self.machine is not None
+        if not self.machine.available(IDENTITY):
+            return False
+        if self.machine.available(PID) and self.machine.available(MOUNT):
+            return True
+        needed = [*self.runtime.read_only_paths(), str(paths.package_root), str(paths.home), str(paths.socket_dir)]
+        blocked = [path for path in needed if not _passable_by_others(path)]
+        if blocked:
+            log.warning("sandboxes run as the service's own user: without a mount namespace they would need "
+                        "to reach %s as another uid, and a directory above it lets no other user pass",
+                        blocked[0])
+            return False
+        return True
 
     def release(self, plan: SandboxPlan) -> None:
         if plan.uid is not None:
@@ -216,7 +251,7 @@ class IsolationPolicy:
             required.remove(NETWORK)  # the host's network: nothing to set up
         return {
             "identity": identity, "uid": inside_uid, "gid": inside_gid,
-            "namespaces": namespaces, "network": network, "root": root,
+            "namespaces": namespaces, "network": network or not self._wanted(NETWORK, every_layer), "root": root,
             "cgroup_procs": cgroup_procs,
             "max_processes": max_processes if (self.cgroups_pids or distinct_uid) else None,
             "pids_by_cgroup": self.cgroups_pids,

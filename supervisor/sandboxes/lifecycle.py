@@ -102,9 +102,18 @@ class Incarnation:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def kill(self, reason: TaskError) -> None:
-        if self.kill_reason is None:
+    @property
+    def own_pid_namespace(self) -> bool:
+        return bool(self.plan.confinement.get("namespaces"))
+
+    def kill(self, reason: TaskError | None = None) -> None:
+        """Kill the incarnation and everything it started."""
+        if reason is not None and self.kill_reason is None:
             self.kill_reason = reason
+        if not self.own_pid_namespace:
+            # No namespace takes its descendants along: kill them first, while they are still
+            # under it (it is their subreaper), then it.
+            _kill_descendants(self.serving_pid or self.process.pid)
         self.process.kill()
 
     def sample_memory(self) -> int:
@@ -117,23 +126,41 @@ class Incarnation:
         return value
 
 
-def _tree_uss(pid: int) -> int:
-    """USS of a process and its descendants, found through /proc/PID/task/*/children (no /proc walk)."""
-    total, stack, seen = 0, [pid], set()
+def _descendants(pid: int) -> list[int]:
+    """Every descendant of `pid`, found through /proc/PID/task/*/children (no walk of all of /proc)."""
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        try:
-            total += psutil.Process(current).memory_full_info().uss
-        except psutil.Error:
-            continue
         try:
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as handle:
-                    stack.extend(int(child) for child in handle.read().split())
+                    children = [int(child) for child in handle.read().split()]
+                found.extend(children)
+                stack.extend(children)
         except OSError:
+            pass
+    return found
+
+
+def _kill_descendants(pid: int) -> None:
+    for _ in range(10):  # a descendant may fork while we kill: go again until none is left
+        victims = _descendants(pid)
+        if not victims:
+            return
+        for victim in victims:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _tree_uss(pid: int) -> int:
+    """USS of a process and its descendants (what they do not share with the zygote or each other)."""
+    total = 0
+    for member in (pid, *_descendants(pid)):
+        try:
+            total += psutil.Process(member).memory_full_info().uss
+        except psutil.Error:
             pass
     return total
 
@@ -391,7 +418,7 @@ class Sandbox:
 
     async def _on_idle(self, incarnation: Incarnation) -> None:
         if incarnation.retired and incarnation.running == 0 and incarnation.alive:
-            incarnation.process.kill()
+            incarnation.kill()
 
     async def _on_kill(self, incarnation: Incarnation, reason: TaskError) -> None:
         incarnation.kill(reason)

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 
 from supervisor.config import LauncherKind, SupervisorConfig
 from supervisor.sandboxes.cgroups import CgroupBackend
-from supervisor.sandboxes.isolation import IsolationPolicy, MachineLayers, SandboxPaths
+from supervisor.sandboxes.isolation import IsolationPolicy, MachineLayers, SandboxPaths, simulated_missing
 from supervisor.sandboxes.launchers import Launcher, SpawnLauncher, ZygoteLauncher
 from supervisor.sandboxes.output import OutputPipe
 from supervisor.sandboxes.runtime import build_runtime_dir, sandbox_environment
@@ -66,7 +66,9 @@ def _run_dir(work_dir: Path) -> Path:
 
 async def open_services(config: SupervisorConfig, work_dir: Path) -> SandboxServices:
     runtime = build_runtime_dir(work_dir)
-    cgroups = CgroupBackend.detect()
+    missing = simulated_missing()
+    skip = ({"memory"} if "cgroup" in missing else set()) | ({"pids"} if "pids" in missing else set())
+    cgroups = CgroupBackend.detect(skip=skip)
     log.info("cgroups: %s", cgroups.describe())
     isolation = IsolationPolicy(config.isolation, runtime, cgroups.memory, cgroups.pids,
                                 uid_base=config.sandbox_uid_base)
