@@ -153,8 +153,12 @@ class TaskRunner:
         self.max_context_bytes = max_context_bytes
         self._local = threading.local()  # each worker thread's own event loop, for async tasks
 
+    def is_sync(self, task_id: str) -> bool:
+        spec = self.tasks.get(task_id)
+        return spec is not None and not spec.is_async
+
     def run(self, call: Call) -> pb.CallResponse:
-        """Run one call on the current (worker) thread; always returns an answer."""
+        """Run one call on the current thread; always returns an answer."""
         request = call.request
         started = time.perf_counter()
         output = capture.CallOutput(self.output_limit)

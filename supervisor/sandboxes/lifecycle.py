@@ -595,9 +595,9 @@ class Sandbox:
     async def _send(self, incarnation: Incarnation, task_id: str, context_json: bytes, timeout: float,
                     deadline: float, started: float) -> CallResult:
         call_id, future = await incarnation.link.call(task_id, context_json)
-        remaining = deadline - asyncio.get_running_loop().time()
         try:
-            response = await asyncio.wait_for(asyncio.shield(future), max(0.0, remaining))
+            async with asyncio.timeout_at(deadline):
+                response = await asyncio.shield(future)
         except SandboxGone as gone:
             return self._result(task_id, started, error=gone.error)
         except asyncio.TimeoutError:
