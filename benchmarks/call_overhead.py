@@ -16,53 +16,16 @@ Run: python benchmarks/call_overhead.py [--calls N]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Iterator
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from common import PAYLOAD, ROOT, Summary, echo_server, free_port, noop_archive, stream_floor, timed, unary_floor
+from common import PAYLOAD, Summary, echo_server, free_port, noop_archive, stream_floor, timed, unary_floor
+from daemon import daemon
 
 from supervisor.client import SupervisorClient  # noqa: E402
 from supervisor.config import SupervisorConfig  # noqa: E402
 from supervisor.facade import Supervisor  # noqa: E402
-
-
-@contextlib.contextmanager
-def daemon(data_dir: Path, *extra: str) -> Iterator[str]:
-    """`cloaca-sandbox serve` in its own process, waited for through the health service."""
-    address = f"127.0.0.1:{free_port()}"
-    log = open(data_dir.parent / "serve.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "serve", "--listen", address,
-                                "--data-dir", str(data_dir), "--memory-limit", "0", *extra],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with grpc.insecure_channel(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((data_dir.parent / "serve.log").read_text())
-                time.sleep(0.05)
-        yield address
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        log.close()
 
 
 def main() -> None:
@@ -83,7 +46,7 @@ def main() -> None:
         supervisor.load(archive)
         embedded = Summary(timed(lambda: supervisor.call("noop", "noop", PAYLOAD), calls, warmup=calls // 10))
 
-    with daemon(scratch / "data") as address, SupervisorClient(address) as client:
+    with daemon(scratch / "data") as (address, _), SupervisorClient(address) as client:
         client.upload(archive)
         public = Summary(timed(lambda: client.call("noop", "noop", PAYLOAD), calls, warmup=calls // 10))
 
