@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import grpc
 
@@ -26,7 +26,7 @@ from cloaca.errors import TaskError, error_from_exception
 from cloaca.invoke import invoke_task
 from cloaca.registry import REGISTRY, TaskSpec
 from sandbox_runtime import capture
-from sandbox_runtime.declarations import describe, import_entry_module
+from sandbox_runtime.declarations import describe, discovery_message, import_entry_module
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 from sandbox_runtime.protocol import sandbox_pb2_grpc
 
@@ -37,20 +37,6 @@ _PR_SET_CHILD_SUBREAPER = 36
 def error_message(error: TaskError) -> pb.TaskError:
     return pb.TaskError(kind=error.kind, type=error.type, message=error.message, traceback=error.traceback,
                         frames=[pb.Frame(file=f.file, line=f.line, function=f.function) for f in error.frames])
-
-
-def discovery_message(document: dict[str, Any]) -> pb.Discovery:
-    return pb.Discovery(
-        tasks=[pb.Task(id=t["id"], function=t["function"], dependencies=t["dependencies"], is_async=t["is_async"],
-                       docstring=t["docstring"], workflow=t["workflow"], retry=pb.RetryPolicy(**t["retry"]),
-                       trigger_rule_json=json.dumps(t["trigger_rule"]))
-               for t in document["tasks"]],
-        workflows=[pb.Workflow(name=w["name"], description=w["description"], tags=w["tags"], tasks=w["tasks"])
-                   for w in document["workflows"]],
-        triggers=[pb.Trigger(name=t["name"], function=t["function"], workflow=t["workflow"],
-                             options_json=json.dumps(t["options"]))
-                  for t in document["triggers"]],
-    )
 
 
 class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
@@ -91,7 +77,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
             else:
                 try:
                     data = json.loads(request.context_json)
-                    result = json.dumps(invoke_task(spec.function, data), allow_nan=False).encode()
+                    result = json.dumps(invoke_task(spec, data), allow_nan=False).encode()
                     error = None
                 except BaseException as exc:  # noqa: BLE001 - a task's failure is an answer
                     result, error = None, error_from_exception(exc, self.roots)

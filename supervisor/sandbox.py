@@ -107,7 +107,8 @@ class PackageSandbox:
         try:
             process = SandboxProcess(self.name, self.package.import_paths, self.package.entry_module,
                                      self.runtime_dir, self.work_dir, self.limits.max_concurrency,
-                                     self.config.output_limit_bytes, group)
+                                     self.config.output_limit_bytes, group,
+                                     extra_env=self.package.sandbox_environment())
         except BaseException:
             if group is not None:
                 group.remove()

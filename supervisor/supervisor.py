@@ -24,16 +24,14 @@ from typing import Any, Callable, Mapping
 
 from cloaca._json import check_json_object
 from cloaca.context import Context
-from cloaca.engine import TaskNode, WorkflowRun, run_workflow
+from cloaca.engine import WorkflowRun, run_workflow
 from cloaca.errors import UNAVAILABLE, TaskError, TaskFailed
-from cloaca.registry import RetryPolicy
-from cloaca.rules import to_rule
 from supervisor.archive import ExtractionLimits
 from supervisor.config import PackageLimits, SupervisorConfig
-from supervisor.discovery import DiscoveredTask, Discovery, compare_with_manifest
+from supervisor.discovery import DiscoveredTask, Discovery
 from supervisor.interpreter import build_runtime_dir
 from supervisor.memory import MemoryBackend
-from supervisor.package import ExtractedPackage, extract_package
+from supervisor.package import ExtractedPackage, check_discovery, extract_package
 from supervisor.results import (
     CallRejected,
     CallResult,
@@ -44,6 +42,7 @@ from supervisor.results import (
     UnknownTaskError,
 )
 from supervisor.sandbox import PackageSandbox
+from supervisor.workflows import workflow_plan
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class Supervisor:
             if check is not None:
                 check(package)
             discovery = sandbox.start()
-            compare_with_manifest(package.manifest, discovery)
+            check_discovery(package, discovery)
         except BaseException:
             self._discard(package, sandbox, grace=0)
             raise
@@ -223,22 +222,11 @@ class Supervisor:
 
     def run_workflow(self, package: str, workflow: str | None = None, context: ContextLike = None) -> WorkflowRun:
         """Run a workflow's DAG, each task in the package's sandbox."""
-        discovery = self._get(package).discovery
-        names = [w.name for w in discovery.workflows]
-        if workflow is None:
-            if len(names) != 1:
-                raise UnknownTaskError(f"package {package!r} has workflows {names}: name the one to run")
-            workflow = names[0]
-        declared = next((w for w in discovery.workflows if w.name == workflow), None)
-        if declared is None:
-            raise UnknownTaskError(f"package {package!r} has no workflow {workflow!r} (its workflows: {names})")
-        data = json.loads(encode_context(context))
-        nodes = []
-        for task_id in declared.tasks:
-            task = discovery.task(task_id)
-            assert task is not None
-            nodes.append(TaskNode(task.id, tuple(task.dependencies), RetryPolicy(**task.retry),
-                                  to_rule(task.trigger_rule)))
+        plan = workflow_plan(self._get(package).discovery, workflow, f"package {package!r}")
+        try:
+            data = plan.initial_context(json.loads(encode_context(context)))
+        except ValueError as exc:
+            raise InvalidContextError(f"workflow {plan.name!r}: {exc}") from None
 
         def execute_in_sandbox(task_id: str, task_input: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -251,7 +239,7 @@ class Supervisor:
             return result.context
 
         sandbox = self._get(package).sandbox
-        return run_workflow(workflow, nodes, data, execute_in_sandbox, max_parallel=sandbox.limits.max_concurrency)
+        return run_workflow(plan.name, plan.nodes, data, execute_in_sandbox, max_parallel=sandbox.limits.max_concurrency)
 
     # --- upkeep ------------------------------------------------------------------
 

@@ -31,12 +31,14 @@ with cloaca.WorkflowBuilder("demo") as builder:
     def greet(context):
         print("greeting", context.get("name", "world"))
         context.set("greeting", "hello " + context.get("name", "world"))
+        return context
 
     @cloaca.task(id="shout", dependencies=["greet"])
     def shout(context):
         if context.get("quiet"):
             raise ValueError("asked to stay quiet")
         context.set("greeting", context.get("greeting").upper())
+        return context
 
 @cloaca.task(id="slow")
 def slow(context):
@@ -44,6 +46,7 @@ def slow(context):
         open(context.get("marker"), "w").close()  # tells a test the call is running
     time.sleep(float(context.get("seconds", 2)))
     context.set("finished", True)
+    return context
 '''
 
 

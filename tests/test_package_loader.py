@@ -87,7 +87,8 @@ def test_truncated_archive(staging):
 
 
 def test_missing_manifest(staging):
-    refuse(staging, package_bytes(GUIDE_FILES, None), errors.MissingManifestError, "Missing manifest.json")
+    refuse(staging, package_bytes(GUIDE_FILES, None), errors.MissingManifestError,
+           "Missing package manifest: expected manifest.json at the archive.s root .format 2. or <name>-<version>/package.toml")
 
 
 @pytest.mark.parametrize("manifest, field", [
