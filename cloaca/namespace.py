@@ -139,10 +139,6 @@ def current_context() -> WorkflowContext:
     raise ValueError(OTHER_THREAD if _open_anywhere > 0 else NO_CONTEXT)
 
 
-def has_context() -> bool:
-    return bool(_stack.contexts)
-
-
 @contextmanager
 def workflow_context(context: WorkflowContext) -> Iterator[WorkflowContext]:
     """Hold `context` open around a block (what a loader does around importing a package)."""

@@ -116,9 +116,6 @@ class UnsupportedUse:
     detail: str
     workflow: str | None = None  # the workflow it is part of, when it is part of one
 
-    def to_dict(self) -> dict[str, str]:
-        return {"feature": self.feature, "name": self.name, "detail": self.detail, "workflow": self.workflow or ""}
-
 
 class Registry:
     def __init__(self) -> None:
@@ -143,15 +140,6 @@ class Registry:
     def all_tasks(self) -> list[TaskSpec]:
         with self._lock:
             return list(self.tasks.values())
-
-    def find_task(self, task_id: str) -> TaskSpec | None:
-        """The task with this id among the registered workflows' tasks (ids are unique in a package)."""
-        with self._lock:
-            for workflow in self.workflows.values():
-                spec = workflow.task_specs.get(task_id)
-                if spec is not None:
-                    return spec
-            return None
 
     def register_workflow(self, workflow: Workflow, name: str | None = None) -> None:
         with self._lock:

@@ -163,16 +163,6 @@ def _check(node: Any, where: str) -> None:
     raise _invalid(where, f"unknown variant {kind!r}")
 
 
-def task_names(rule: Mapping[str, Any]) -> set[str]:
-    """Every task a rule's conditions name."""
-    kind = rule.get("type")
-    if kind in TASK_CONDITION_STATUS:
-        return {rule["task_name"]}
-    if kind in RULE_TYPES:
-        return set().union(*(task_names(c) for c in rule.get("conditions", [])))
-    return set()
-
-
 # --- evaluation ---------------------------------------------------------------------------
 
 def evaluate(rule: Mapping[str, Any], context: Mapping[str, Any], statuses: Mapping[str, str]) -> bool:
