@@ -624,3 +624,25 @@ def test_no_custom_exception_hierarchy_is_needed_to_catch_errors():
     assert issubclass(cloaca.NotJSONError, TypeError) and issubclass(cloaca.VariableNotFoundError, KeyError)
     assert issubclass(cloaca.WorkflowDefinitionError, ValueError) and issubclass(cloaca.TriggerRuleError, ValueError)
     assert json.loads(cloaca.Context({"a": 1}).to_json()) == {"a": 1}
+
+
+def test_invoke_task_async_awaits_async_bodies_on_the_running_loop_and_runs_sync_ones():
+    from cloaca.invoke import invoke_task_async
+
+    loop_seen = []
+
+    async def on_loop(context):
+        loop_seen.append(asyncio.get_running_loop())
+        context.set("async", True)
+        return context
+
+    def plain(context):
+        return None
+
+    async def main():
+        first = await invoke_task_async(_spec(on_loop), {})
+        second = await invoke_task_async(_spec(plain), {"kept": 1})
+        return first, second, asyncio.get_running_loop()
+
+    first, second, loop = asyncio.run(main())
+    assert first == {"async": True} and second == {"kept": 1} and loop_seen == [loop]

@@ -326,3 +326,23 @@ def test_the_engine_runs_any_executor_and_retries_retryable_failures_only():
     assert calls.count("fatal") == 1 and result.tasks["after"].status == "Completed"
     assert result.final_context.to_dict() == {"in": 1, "ok": True, "after": True}
     assert REGISTRY.workflows == {}
+
+
+def test_workflow_timeout_fails_the_run_and_starts_nothing_more():
+    stop = threading.Event()
+    with cloaca.WorkflowBuilder("too_long"):
+        @cloaca.task(id="stuck", retry_attempts=1)
+        def stuck(context):
+            stop.wait(30)
+            return context
+
+        @cloaca.task(id="after", dependencies=["stuck"])
+        def after(context):
+            return context
+
+    try:
+        result = run("too_long", config=cloaca.DefaultRunnerConfig(workflow_timeout_seconds=1))
+    finally:
+        stop.set()
+    assert result.status == "Failed" and result.error_message.startswith("workflow timed out after 1s")
+    assert result.tasks["stuck"].status == "Failed" and result.tasks["after"].status == "Skipped"
