@@ -1,89 +1,118 @@
-"""`cloaca.Context`: the JSON key/value map that flows between tasks."""
+"""`cloaca.Context`: the JSON key/value map that flows between tasks.
+
+It behaves as the engine's does (a map of JSON values behind an API, not a
+dict): `get` returns a copy, so `d = ctx.get("k"); d["x"] = 1` changes nothing
+until `ctx.set("k", d)`; `insert` refuses an existing key with ValueError,
+`update` a missing one with KeyError; `remove` of a missing key returns None;
+`ctx[key]` raises KeyError for a missing key and for one holding null.
+
+Beyond the engine (nothing engine code can notice): iteration, `keys()`,
+`items()` and `==`. Values are checked as they are stored: one JSON cannot
+carry fails on that line, naming the key (`NotJSONError`, a TypeError).
+"""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any, Iterator, Mapping
 
-from cloaca._json import check_json_object, check_json_value
+from cloaca import secrets
+from cloaca._json import to_json_object, to_json_value
+
+_COMPACT = (",", ":")  # serde_json's form: {"a":1}
 
 
-class ContextKeyError(KeyError):
-    """insert() on a key that exists, or update()/remove() on one that does not."""
-
-    def __str__(self) -> str:  # KeyError's default str() quotes the whole message
-        return str(self.args[0])
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"context keys are strings, not {type(key).__qualname__} {key!r}")
+    return key
 
 
 class Context:
-    """A mapping of string keys to JSON values, checked as values are stored.
-
-    Storing a value JSON cannot carry (a set, a datetime, NaN...) fails on
-    that line, naming the key and the type, rather than when the context
-    later leaves the task.
-    """
-
     __slots__ = ("_data",)
 
-    def __init__(self, dict: Mapping[str, Any] | None = None) -> None:  # noqa: A002 - seeds' keyword
-        data = {} if dict is None else {**dict}
-        check_json_object(data)
-        self._data: dict[str, Any] = data
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = {} if data is None else to_json_object(data)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
+        """A copy of the value, or `default` when the key is absent (a stored null is None)."""
+        if key in self._data:
+            return to_json_value(key, self._data[key])
+        return default
 
     def set(self, key: str, value: Any) -> None:
         """Insert or update `key`."""
-        check_json_value(key, value)
-        self._data[key] = value
+        self._data[_check_key(key)] = to_json_value(key, value)
 
     def insert(self, key: str, value: Any) -> None:
-        """Add a new key; fails if it exists."""
-        if key in self._data:
-            raise ContextKeyError(f"context key {key!r} already exists; use update() or set()")
-        check_json_value(key, value)
-        self._data[key] = value
+        """Add a new key; ValueError if it exists."""
+        if _check_key(key) in self._data:
+            raise ValueError(f"Key already exists: Key already exists: {key}")
+        self._data[key] = to_json_value(key, value)
 
     def update(self, key: str, value: Any) -> None:
-        """Replace the value of an existing key; fails if it is missing."""
-        if key not in self._data:
-            raise ContextKeyError(f"context key {key!r} does not exist; use insert() or set()")
-        check_json_value(key, value)
-        self._data[key] = value
+        """Replace the value of an existing key; KeyError if it is missing."""
+        if _check_key(key) not in self._data:
+            raise KeyError(f"Key not found: Key not found: {key}")
+        self._data[key] = to_json_value(key, value)
 
     def remove(self, key: str) -> Any:
-        """Delete `key` and return its value; fails if it is missing."""
-        if key not in self._data:
-            raise ContextKeyError(f"context key {key!r} does not exist")
-        return self._data.pop(key)
+        """Delete `key` and return its value, or None when it was not there."""
+        return self._data.pop(key, None)
+
+    def update_from_dict(self, data: Mapping[str, Any]) -> None:
+        """Set every key of `data` (insert or update)."""
+        self._data.update(to_json_object(data))
 
     def to_dict(self) -> dict[str, Any]:
-        """A deep copy of the data, safe to keep after the task changes the context."""
-        return copy.deepcopy(self._data)
+        """A fresh copy of the data."""
+        return to_json_object(self._data)
 
     def to_json(self) -> str:
-        return json.dumps(self._data)
+        return json.dumps(self._data, separators=_COMPACT, ensure_ascii=False, allow_nan=False)
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Context":
-        return cls(json.loads(text))
+    @staticmethod
+    def from_json(text: str | bytes) -> "Context":
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"Failed to deserialize from JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"Failed to deserialize from JSON: expected an object, got {type(data).__name__}")
+        return Context(data)
+
+    def secret(self, name: str) -> dict[str, str]:
+        """The fields of a secret the runtime resolves; never stored in the context."""
+        return secrets.read_secret(name, self._data.get(secrets.SECRET_REFS_KEY))
+
+    def secret_field(self, name: str, field: str) -> str:
+        """One field of a secret; KeyError when the secret has no such field."""
+        return secrets.read_secret_field(name, field, self._data.get(secrets.SECRET_REFS_KEY))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
 
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        value = self._data.get(key)
+        if value is None:
+            raise KeyError(f"Key not found: '{key}'")
+        return to_json_value(key, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self.remove(key)
+        if key not in self._data:
+            raise KeyError(f"Key not found: '{key}'")
+        del self._data[key]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
+    def __repr__(self) -> str:
+        return f"Context({self.to_json()})"
 
-    def __len__(self) -> int:
-        return len(self._data)
+    # --- beyond the engine -------------------------------------------------------
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._data))
@@ -92,7 +121,7 @@ class Context:
         return list(self._data)
 
     def items(self) -> list[tuple[str, Any]]:
-        return list(self._data.items())
+        return [(key, to_json_value(key, value)) for key, value in self._data.items()]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Context):
@@ -101,6 +130,4 @@ class Context:
             return self._data == dict(other)
         return NotImplemented
 
-    def __repr__(self) -> str:
-        return f"Context({self._data!r})"
-
+    __hash__ = None  # type: ignore[assignment] - mutable

@@ -1,62 +1,56 @@
-"""What importing a workflow module declares: tasks, workflows and triggers.
+"""What importing workflow code declares: tasks, workflows, triggers, and uses of unsupported features.
 
-The decorators in `cloaca.decorators` write here; the local runner and the
-sandbox's discovery read from here. One registry per interpreter, which is
-exactly one package inside a sandbox.
+The decorators and builders write here; the local runner, the package loader
+and the sandbox's discovery read from here. One registry per interpreter,
+which inside a sandbox is exactly one package.
+
+Tasks are keyed by their full `TaskNamespace` (tenant::package::workflow::task):
+declaring the same one again replaces it, as in the engine. Workflows are
+registered by name (a `with WorkflowBuilder(...)` block on exit, the loader
+for a package's module-level tasks, or `register_workflow_constructor`).
 """
 
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from cloaca.rules import Rule
+from cloaca.namespace import TaskNamespace
+from cloaca.retry import RetryPolicy
+from cloaca.rules import ALWAYS
 
-BACKOFFS = ("fixed", "exponential")
+if TYPE_CHECKING:
+    from cloaca.workflow import Workflow
+
+PARAMS_ATTRIBUTE = "__cloaca_workflow_params__"
+SECRETS_ATTRIBUTE = "__cloaca_workflow_secrets__"
+SCHEMA_ATTRIBUTE = "__cloaca_boundary_schema__"
 
 
 class WorkflowDefinitionError(ValueError):
-    """A task, workflow or trigger declared in a way that cannot work."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often, and how far apart, a failed task is tried again."""
-
-    attempts: int = 0  # retries after the first try
-    backoff: str = "fixed"
-    delay_ms: int = 1000
-    max_delay_ms: int = 30_000
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 0:
-            raise WorkflowDefinitionError(f"retry_attempts must be a whole number >= 0, not {self.attempts!r}")
-        if self.backoff not in BACKOFFS:
-            raise WorkflowDefinitionError(f"retry_backoff must be 'fixed' or 'exponential', not {self.backoff!r}")
-        if not isinstance(self.delay_ms, int) or self.delay_ms < 0:
-            raise WorkflowDefinitionError(f"retry_delay_ms must be a whole number >= 0, not {self.delay_ms!r}")
-
-    def delay_seconds(self, retry_number: int) -> float:
-        """The pause before retry `retry_number` (1 for the first retry)."""
-        delay = self.delay_ms
-        if self.backoff == "exponential":
-            delay = self.delay_ms * (2 ** (retry_number - 1))
-        return min(delay, max(self.max_delay_ms, self.delay_ms)) / 1000.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"attempts": self.attempts, "backoff": self.backoff,
-                "delay_ms": self.delay_ms, "max_delay_ms": self.max_delay_ms}
+    """A task, workflow or trigger declared in a way that cannot work (the engine raises ValueError)."""
 
 
 @dataclass
 class TaskSpec:
-    id: str
+    namespace: TaskNamespace
     function: Callable[..., Any]
     dependencies: list[str]
-    retry: RetryPolicy
-    trigger_rule: Rule
-    workflow: str | None  # None: the default workflow, named after the entry module
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    trigger_rule: dict[str, Any] = field(default_factory=lambda: dict(ALWAYS))
+    on_success: Callable[..., Any] | None = None
+    on_failure: Callable[..., Any] | None = None
+    requires_handle: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.namespace.task_id
+
+    @property
+    def workflow(self) -> str:
+        return self.namespace.workflow_id
 
     @property
     def is_async(self) -> bool:
@@ -64,107 +58,110 @@ class TaskSpec:
 
     @property
     def module(self) -> str:
-        return self.function.__module__
+        return getattr(self.function, "__module__", "") or ""
 
     @property
     def function_ref(self) -> str:
         """`module:qualname`, the manifest's `function` field."""
-        return f"{self.function.__module__}:{self.function.__qualname__}"
+        name = getattr(self.function, "__qualname__", None) or getattr(self.function, "__name__", "<task>")
+        return f"{self.module}:{name}"
 
     @property
     def docstring(self) -> str:
         return inspect.getdoc(self.function) or ""
 
+    @property
+    def params(self) -> dict[str, dict[str, Any]]:
+        """Workflow params declared on this task's function with @cloaca.workflow_params."""
+        return dict(getattr(self.function, PARAMS_ATTRIBUTE, {}))
 
-@dataclass
-class WorkflowSpec:
-    name: str
-    description: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-    task_ids: list[str] = field(default_factory=list)
+    @property
+    def secrets(self) -> list[str]:
+        """Secret names declared on this task's function with @cloaca.workflow_secrets."""
+        return list(getattr(self.function, SECRETS_ATTRIBUTE, ()))
 
 
 @dataclass
 class TriggerSpec:
     name: str
     function: Callable[..., Any]
-    workflow: str | None
-    options: dict[str, Any]
+    workflow: str | None  # the `on=` workflow
+    poll_interval: str | None
+    cron: str | None
+    timezone: str | None
+    allow_concurrent: bool
 
     @property
     def function_ref(self) -> str:
         return f"{self.function.__module__}:{self.function.__qualname__}"
 
+    @property
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"allow_concurrent": self.allow_concurrent}
+        if self.cron is not None:
+            options["cron"] = self.cron
+            if self.timezone is not None:
+                options["timezone"] = self.timezone
+        else:
+            options["poll_interval"] = self.poll_interval
+        return options
+
+
+@dataclass(frozen=True)
+class UnsupportedUse:
+    """A declaration of a feature this host does not run; a package that makes one is refused."""
+
+    feature: str  # e.g. "computation graph", "constructor"
+    name: str
+    detail: str
+    workflow: str | None = None  # the workflow it is part of, when it is part of one
+
 
 class Registry:
     def __init__(self) -> None:
-        # Keyed by (owner, task id): a workflow's name, or "module:<name>" for
-        # tasks outside any builder, so two packages imported into one test
-        # process do not overwrite each other's "extract".
-        self.tasks: dict[tuple[str, str], TaskSpec] = {}
-        self.workflows: dict[str, WorkflowSpec] = {}
+        self._lock = threading.RLock()
+        self.tasks: dict[TaskNamespace, TaskSpec] = {}
+        self.workflows: dict[str, Workflow] = {}
         self.triggers: dict[str, TriggerSpec] = {}
-        self.builder_stack: list[WorkflowSpec] = []
-
-    @property
-    def current_workflow(self) -> WorkflowSpec | None:
-        return self.builder_stack[-1] if self.builder_stack else None
+        self.unsupported: list[UnsupportedUse] = []
 
     def add_task(self, spec: TaskSpec) -> None:
-        owner = spec.workflow if spec.workflow is not None else f"module:{spec.module}"
-        self.tasks[(owner, spec.id)] = spec
-        if spec.workflow is not None:
-            workflow = self.workflows.setdefault(spec.workflow, WorkflowSpec(spec.workflow))
-            if spec.id not in workflow.task_ids:
-                workflow.task_ids.append(spec.id)
+        with self._lock:
+            self.tasks[spec.namespace] = spec
 
-    def add_trigger(self, spec: TriggerSpec) -> None:
-        self.triggers[spec.name] = spec
+    def get_task(self, namespace: TaskNamespace) -> TaskSpec | None:
+        return self.tasks.get(namespace)
 
-    def clear(self) -> None:
-        self.tasks.clear()
-        self.workflows.clear()
-        self.triggers.clear()
-        self.builder_stack.clear()
+    def tasks_in(self, workflow_key: tuple[str, str, str]) -> list[TaskSpec]:
+        """The tasks declared under tenant::package::workflow, in declaration order."""
+        with self._lock:
+            return [spec for ns, spec in self.tasks.items() if ns.workflow_key == workflow_key]
 
     def all_tasks(self) -> list[TaskSpec]:
-        return list(self.tasks.values())
+        with self._lock:
+            return list(self.tasks.values())
 
-    def workflow_names(self, default_name: str | None = None) -> list[str]:
-        names = list(self.workflows)
-        if default_name and default_name not in names and self.default_tasks(default_name):
-            names.append(default_name)
-        return names
+    def register_workflow(self, workflow: Workflow, name: str | None = None) -> None:
+        with self._lock:
+            self.workflows[name or workflow.name] = workflow
 
-    def default_tasks(self, module_name: str) -> list[TaskSpec]:
-        """Tasks declared outside any builder in `module_name` or its submodules."""
-        prefix = module_name + "."
-        return [
-            spec for spec in self.tasks.values()
-            if spec.workflow is None and (spec.module == module_name or spec.module.startswith(prefix))
-        ]
+    def workflow(self, name: str) -> Workflow | None:
+        return self.workflows.get(name)
 
-    def workflow_tasks(self, name: str) -> list[TaskSpec]:
-        """The tasks of workflow `name`, in declaration order.
+    def add_trigger(self, spec: TriggerSpec) -> None:
+        with self._lock:
+            self.triggers[spec.name] = spec
 
-        A name no builder declared falls back to the default workflow of the
-        module of that name, as the seeds' loader names it after the entry module.
-        """
-        workflow = self.workflows.get(name)
-        if workflow is None:
-            return self.default_tasks(name)
-        found = []
-        for task_id in workflow.task_ids:
-            spec = self.tasks.get((name, task_id)) or self._find_any(task_id)
-            if spec is not None:
-                found.append(spec)
-        return found
+    def add_unsupported(self, use: UnsupportedUse) -> None:
+        with self._lock:
+            self.unsupported.append(use)
 
-    def _find_any(self, task_id: str) -> TaskSpec | None:
-        for (_, spec_id), spec in self.tasks.items():
-            if spec_id == task_id:
-                return spec
-        return None
+    def clear(self) -> None:
+        with self._lock:
+            self.tasks.clear()
+            self.workflows.clear()
+            self.triggers.clear()
+            self.unsupported.clear()
 
 
 REGISTRY = Registry()

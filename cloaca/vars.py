@@ -7,21 +7,19 @@ import os
 PREFIX = "CLOACINA_VAR_"
 
 
-class VariableNotFoundError(LookupError):
-    """cloaca.var(NAME) when CLOACINA_VAR_NAME is not set."""
+class VariableNotFoundError(KeyError):
+    """cloaca.var(NAME) when CLOACINA_VAR_NAME is not set (a KeyError, as in the engine)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(
-            f"workflow variable {name!r} is not set: set the {PREFIX}{name} environment variable"
-        )
+        super().__init__(f"required variable '{name}' not set (expected env var {PREFIX}{name})")
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
 
 
 def var(name: str) -> str:
-    """The value of CLOACINA_VAR_<name>; raises VariableNotFoundError when unset."""
+    """The value of CLOACINA_VAR_<name>; VariableNotFoundError (a KeyError) when unset."""
     value = os.environ.get(PREFIX + name)
     if value is None:
         raise VariableNotFoundError(name)

@@ -1,76 +1,142 @@
-"""Import a package's entry module and describe what it declared.
+"""Import a package's entry module in the sandbox, and describe what it declared.
 
 Runs inside the sandbox interpreter, whose registry holds only this package.
+The supervisor tells the sandbox which package it is through the environment
+(`CLOACA_PACKAGE_NAME`, `CLOACA_WORKFLOW_NAME`, set from the package's
+manifest, removed again before package code runs); bare module-level
+`@cloaca.task` functions register under that workflow name, as in the
+engine's loader.
+
+The discovery document (`describe`) carries everything the supervisor's
+engine needs per task (full retry policy, trigger rule) and everything the
+loader judges (problems, each with its error code); callbacks stay here.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
+import os
+from dataclasses import dataclass
 from typing import Any
 
-from cloaca.graph import GraphError, check_graph
+from cloaca import hosting
+from cloaca.loading import ImportedPackage, import_package, package_problems, package_tasks
 from cloaca.registry import REGISTRY, TaskSpec
+from sandbox_runtime.protocol import sandbox_pb2 as pb
+
+PACKAGE_NAME_ENV = "CLOACA_PACKAGE_NAME"
+WORKFLOW_NAME_ENV = "CLOACA_WORKFLOW_NAME"
 
 
-class DeclarationError(Exception):
-    """The module imported, but what it declares cannot work."""
+@dataclass(frozen=True)
+class PackageIdentity:
+    """Which package the sandbox holds: its name, and the workflow its module-level tasks form."""
+
+    name: str
+    workflow_name: str
+
+    def environment(self) -> dict[str, str]:
+        return {PACKAGE_NAME_ENV: self.name, WORKFLOW_NAME_ENV: self.workflow_name}
+
+    @classmethod
+    def from_environ(cls, entry_module: str) -> "PackageIdentity":
+        """From the environment the supervisor set (the entry module's name where it set none).
+
+        The variables are removed once read: package code sees the environment it always saw.
+        """
+        return cls(os.environ.pop(PACKAGE_NAME_ENV, "") or entry_module,
+                   os.environ.pop(WORKFLOW_NAME_ENV, "") or entry_module)
+
+
+_loaded: ImportedPackage | None = None
+
+
+def load_package(entry_module: str, identity: PackageIdentity) -> ImportedPackage:
+    """Import the package as the sandbox's only one; the wheel-only names disappear from `cloaca`."""
+    global _loaded
+    hosting.enter_sandbox()
+    _loaded = import_package(entry_module, identity.workflow_name, identity.name)
+    return _loaded
 
 
 def import_entry_module(entry_module: str) -> None:
-    importlib.import_module(entry_module)
-
-
-def package_tasks(entry_module: str) -> dict[str, TaskSpec]:
-    """Every task of the package by id; ids must be unique across its workflows."""
-    found: dict[str, TaskSpec] = {}
-    for spec in REGISTRY.all_tasks():
-        if spec.id in found:
-            first = found[spec.id]
-            raise DeclarationError(
-                f"task id {spec.id!r} is declared twice: {first.function_ref} and {spec.function_ref}"
-            )
-        found[spec.id] = spec
-    return found
+    """`load_package` with the identity the supervisor put in the environment."""
+    load_package(entry_module, PackageIdentity.from_environ(entry_module))
 
 
 def describe(entry_module: str) -> dict[str, Any]:
-    """The discovery document: tasks, workflows and triggers, as JSON data."""
-    tasks = package_tasks(entry_module)
-    workflows = []
-    for name in REGISTRY.workflow_names(default_name=entry_module):
-        members = [spec.id for spec in REGISTRY.workflow_tasks(name)]
-        declared = REGISTRY.workflows.get(name)
-        unknown = [task_id for task_id in (declared.task_ids if declared else []) if task_id not in tasks]
-        if unknown:
-            raise DeclarationError(f"workflow {name!r} adds unknown task(s) {', '.join(map(repr, unknown))}")
-        try:
-            check_graph({task_id: tasks[task_id].dependencies for task_id in members})
-        except GraphError as exc:
-            raise DeclarationError(f"workflow {name!r}: {exc}") from None
-        workflows.append({
-            "name": name,
-            "description": declared.description if declared else "",
-            "tags": dict(declared.tags) if declared else {},
-            "tasks": members,
-        })
+    """The discovery document: tasks, workflows, triggers and problems, as JSON data."""
+    if _loaded is not None and _loaded.entry_module == entry_module:
+        problems = [problem.to_dict() for problem in _loaded.problems]
+        package_workflow = _loaded.context.workflow_id
+    else:
+        problems = [problem.to_dict() for problem in package_problems(entry_module)]
+        package_workflow = ""
+    workflows = [{
+        "name": name, "description": workflow.description, "tags": dict(workflow.tags),
+        "tasks": list(workflow.task_specs), "params": workflow.params, "version": workflow.version,
+        "secrets": workflow.secrets,
+    } for name, workflow in REGISTRY.workflows.items()]
+    member_of = {spec.id: name for name, workflow in REGISTRY.workflows.items() for spec in
+                 workflow.task_specs.values()}
+    # Every declared task is callable, also one in no workflow (module-level tasks beside a builder block
+    # of the same name, in older packages).
+    tasks = [_task(spec, member_of.get(spec.id, spec.workflow)) for spec in package_tasks().values()]
+    secrets = sorted({secret for workflow in workflows for secret in workflow["secrets"]})
     return {
-        "tasks": [
-            {
-                "id": spec.id,
-                "function": spec.function_ref,
-                "dependencies": list(spec.dependencies),
-                "is_async": spec.is_async,
-                "docstring": spec.docstring,
-                "workflow": spec.workflow or entry_module,
-                "retry": spec.retry.to_dict(),
-                "trigger_rule": spec.trigger_rule.to_dict(),
-            }
-            for spec in tasks.values()
-        ],
+        "tasks": tasks,
         "workflows": workflows,
         "triggers": [
-            {"name": trig.name, "function": trig.function_ref,
-             "workflow": trig.workflow or entry_module, "options": trig.options}
+            {"name": trig.name, "function": trig.function_ref, "workflow": trig.workflow or package_workflow,
+             "options": trig.options}
             for trig in REGISTRY.triggers.values()
         ],
+        "problems": problems,
+        "package_workflow": package_workflow,
+        "secrets": secrets,
     }
+
+
+def _task(spec: TaskSpec, workflow: str) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "function": spec.function_ref,
+        "dependencies": list(spec.dependencies),
+        "is_async": spec.is_async,
+        "docstring": spec.docstring,
+        "workflow": workflow,
+        "retry": spec.retry.to_dict(),
+        "trigger_rule": spec.trigger_rule,
+        "requires_handle": spec.requires_handle,
+        "has_on_success": spec.on_success is not None,
+        "has_on_failure": spec.on_failure is not None,
+    }
+
+
+def discovery_message(document: dict[str, Any]) -> pb.Discovery:
+    """The discovery document as the protocol's Discovery message."""
+    return pb.Discovery(
+        tasks=[pb.Task(id=t["id"], function=t["function"], dependencies=t["dependencies"], is_async=t["is_async"],
+                       docstring=t["docstring"], workflow=t["workflow"], retry=_retry_message(t["retry"]),
+                       trigger_rule_json=json.dumps(t["trigger_rule"]), requires_handle=t["requires_handle"],
+                       has_on_success=t["has_on_success"], has_on_failure=t["has_on_failure"])
+               for t in document["tasks"]],
+        workflows=[pb.Workflow(name=w["name"], description=w["description"], tags=w["tags"], tasks=w["tasks"],
+                               params_json=json.dumps(w["params"]), version=w["version"], secrets=w["secrets"])
+                   for w in document["workflows"]],
+        triggers=[pb.Trigger(name=t["name"], function=t["function"], workflow=t["workflow"],
+                             options_json=json.dumps(t["options"]))
+                  for t in document["triggers"]],
+        problems=[pb.Problem(code=p["code"], message=p["message"]) for p in document["problems"]],
+        package_workflow=document["package_workflow"],
+        secrets=document["secrets"],
+    )
+
+
+def _retry_message(retry: dict[str, Any]) -> pb.RetryPolicy:
+    return pb.RetryPolicy(
+        attempts=retry["attempts"], max_attempts=retry["max_attempts"], backoff=retry["backoff"],
+        backoff_base=retry["backoff_base"], backoff_multiplier=retry["backoff_multiplier"],
+        delay_ms=retry["delay_ms"], max_delay_ms=retry["max_delay_ms"], jitter=retry["jitter"],
+        conditions=[pb.RetryCondition(type=c["type"], patterns=c.get("patterns", [])) for c in retry["conditions"]],
+    )

@@ -21,7 +21,6 @@ arrives during an inline run waits at most that long.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import queue
 import threading
@@ -31,26 +30,12 @@ from typing import Any, AsyncIterator
 import grpc
 
 from cloaca.registry import REGISTRY, TaskSpec
-from sandbox_runtime.declarations import describe, import_entry_module
+from sandbox_runtime.declarations import PackageIdentity, describe, discovery_message, load_package
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 from sandbox_runtime.protocol import sandbox_pb2_grpc
 from sandbox_runtime.tasks import Call, TaskRunner, describe_exception, error_message
 
 TOKEN_METADATA = "x-sandbox-token"
-
-
-def discovery_message(document: dict[str, Any]) -> pb.Discovery:
-    return pb.Discovery(
-        tasks=[pb.Task(id=t["id"], function=t["function"], dependencies=t["dependencies"], is_async=t["is_async"],
-                       docstring=t["docstring"], workflow=t["workflow"], retry=pb.RetryPolicy(**t["retry"]),
-                       trigger_rule_json=json.dumps(t["trigger_rule"]))
-               for t in document["tasks"]],
-        workflows=[pb.Workflow(name=w["name"], description=w["description"], tags=w["tags"], tasks=w["tasks"])
-                   for w in document["workflows"]],
-        triggers=[pb.Trigger(name=t["name"], function=t["function"], workflow=t["workflow"],
-                             options_json=json.dumps(t["options"]))
-                  for t in document["triggers"]],
-    )
 
 
 INLINE_LIMIT = 0.002  # seconds: a sync task whose runs all stay under this may run on the loop
@@ -117,9 +102,10 @@ class Workers:
 
 
 class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
-    def __init__(self, entry_module: str, roots: list[str], token: str, output_limit: int, max_context_bytes: int,
-                 isolation: dict[str, str]) -> None:
+    def __init__(self, entry_module: str, identity: PackageIdentity, roots: list[str], token: str,
+                 output_limit: int, max_context_bytes: int, isolation: dict[str, str]) -> None:
         self.entry_module = entry_module
+        self.identity = identity
         self.roots = tuple(roots)
         self.token = token
         self.output_limit = output_limit
@@ -132,7 +118,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
     def import_package(self) -> None:
         """Import the entry module (on the loop's thread) and keep the answer for Discover."""
         try:
-            import_entry_module(self.entry_module)
+            load_package(self.entry_module, self.identity)
             document = describe(self.entry_module)
             tasks: dict[str, TaskSpec] = {spec.id: spec for spec in REGISTRY.all_tasks()}
             self.runner = TaskRunner(tasks, self.roots, self.output_limit, self.max_context_bytes)

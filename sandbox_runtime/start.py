@@ -39,6 +39,8 @@ class StartSpec:
     max_concurrency: int
     output_limit: int
     max_context_bytes: int
+    package_name: str = ""
+    workflow_name: str = ""  # what the package's module-level tasks register under
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "/"
     hide_modules: list[str] = field(default_factory=list)  # top-level names the package provides itself
@@ -77,6 +79,7 @@ def _prepare_process(spec: StartSpec) -> None:
 
 def run(spec: StartSpec) -> NoReturn:
     """Confine this process, then serve the package; exits the process, never returns."""
+    from sandbox_runtime.declarations import PackageIdentity
     from sandbox_runtime.link import SandboxServicer, serve
 
     _die_with_parent()
@@ -86,7 +89,8 @@ def run(spec: StartSpec) -> NoReturn:
             os.write(1, (PROBE_MARK + json.dumps(report.layers) + "\n").encode())
             os._exit(0)
         _prepare_process(spec)
-        servicer = SandboxServicer(spec.entry_module, spec.package_paths, spec.token, spec.output_limit,
+        identity = PackageIdentity(spec.package_name or spec.entry_module, spec.workflow_name or spec.entry_module)
+        servicer = SandboxServicer(spec.entry_module, identity, spec.package_paths, spec.token, spec.output_limit,
                                    spec.max_context_bytes, report.layers)
         asyncio.run(serve(spec.socket_path, servicer, before_import=lambda: hide_modules(spec.hide_modules),
                           message_limit=spec.max_context_bytes + 16 * 1024 * 1024))

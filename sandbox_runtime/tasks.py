@@ -182,7 +182,7 @@ class TaskRunner:
             if spec.is_async:
                 result = self._run_async(call, spec, data)
             else:
-                result = invoke_task(spec.function, data)
+                result = invoke_task(spec, data)
         except asyncio.CancelledError:
             return None, TaskError(CANCELLED, "CancelledError", "the call was cancelled")
         except BaseException as exc:  # noqa: BLE001 - a task's failure is an answer
@@ -197,7 +197,7 @@ class TaskRunner:
         if loop is None:
             loop = self._local.loop = asyncio.new_event_loop()
 
-        task = loop.create_task(invoke_task_async(spec.function, data))
+        task = loop.create_task(invoke_task_async(spec, data))
         call.cancel = lambda: loop.call_soon_threadsafe(task.cancel)
         try:
             return loop.run_until_complete(task)

@@ -18,7 +18,7 @@ from supervisor.api import supervisor_pb2 as pb
 from supervisor.build import build_package
 from supervisor.discovery import DEFAULT_IMPORT_TIMEOUT, Discovery
 from supervisor.errors import DiscoveryError, PackageError
-from supervisor.inspection import inspect_archive
+from supervisor.inspection import PackageSummary, inspect_archive
 from supervisor.manifest import Manifest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -35,26 +35,33 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _print_package(manifest: Manifest, discovery: Discovery, warnings: list[str]) -> None:
-    package = manifest.package
-    assert manifest.python is not None
-    print(f"{package.name} {package.version}")
-    if package.description:
-        print(f"  {package.description}")
-    print(f"  entry module:    {manifest.python.entry_module}")
-    print(f"  requires python: {manifest.python.requires_python}")
-    print(f"  fingerprint:     {package.fingerprint}")
-    print(f"  targets:         {', '.join(package.targets) or '-'}")
+def _print_package(summary: PackageSummary, discovery: Discovery, warnings: list[str]) -> None:
+    print(f"{summary.name} {summary.version}")
+    if summary.description:
+        print(f"  {summary.description}")
+    print(f"  format:          {summary.format}")
+    print(f"  entry module:    {summary.entry_module}")
+    print(f"  workflow name:   {summary.workflow_name}  (of its module-level tasks)")
+    print(f"  requires python: {summary.requires_python or '-'}")
+    if summary.fingerprint:
+        print(f"  fingerprint:     {summary.fingerprint}")
+    if isinstance(summary.manifest, Manifest):
+        print(f"  targets:         {', '.join(summary.manifest.package.targets) or '-'}")
     for workflow in discovery.workflows:
         print(f"  workflow {workflow.name}" + (f": {workflow.description}" if workflow.description else ""))
+        for name, param in workflow.params.items():
+            default = f" = {json.dumps(param['default'])}" if "default" in param else " (required)"
+            print(f"    param {name}: {param['type']}{default}")
         for task_id in workflow.tasks:
             task = discovery.task(task_id)
             assert task is not None
             deps = f" <- {', '.join(task.dependencies)}" if task.dependencies else ""
             kind = "async " if task.is_async else ""
             print(f"    {kind}{task.id}{deps}   ({task.function})")
+    if discovery.secrets:
+        print(f"  secrets: {', '.join(discovery.secrets)}")
     for trig in discovery.triggers:
-        print(f"  trigger {trig.name} -> {trig.workflow} ({trig.function})")
+        print(f"  trigger {trig.name} -> {trig.workflow} ({trig.function}; not fired by this host)")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -76,10 +83,12 @@ def command_package(args: argparse.Namespace) -> int:
                                                     args.import_timeout)
     except PackageError as error:
         return _report_error(error, args.json)
+    summary = PackageSummary.of_manifest(manifest)
     if args.json:
-        print(json.dumps({"ok": True, "archive": str(output), "manifest": manifest.model_dump(mode="json")}))
+        print(json.dumps({"ok": True, "archive": str(output), "format": summary.format,
+                          "manifest": manifest.model_dump(mode="json", exclude_none=True)}))
     else:
-        _print_package(manifest, discovery, [])
+        _print_package(summary, discovery, [])
         print(f"wrote {output}")
     return EXIT_OK
 
@@ -95,13 +104,15 @@ def command_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "ok": True,
-            "manifest": report.manifest.model_dump(mode="json", exclude_none=True),
+            "format": report.summary.format,
+            "workflow_name": report.summary.workflow_name,
+            "manifest": report.summary.manifest_dict(),
             "fingerprint": report.fingerprint,
             "discovery": report.discovery.model_dump(mode="json"),
             "warnings": report.warnings,
         }, indent=2))
     else:
-        _print_package(report.manifest, report.discovery, report.warnings)
+        _print_package(report.summary, report.discovery, report.warnings)
     return EXIT_OK
 
 
@@ -317,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloaca-sandbox", description="Sandboxed hosting of Python workflow packages.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    package = commands.add_parser("package", help="build a .cloacina archive from a project directory")
+    package = commands.add_parser("package", help="build a .cloacina archive from a project directory "
+                                  "(package.toml, or pyproject.toml with [tool.cloaca])")
     package.add_argument("project_dir")
     package.add_argument("-o", "--output", help="archive path (default: PROJECT_DIR/dist/NAME-VERSION.cloacina)")
     package.set_defaults(handler=command_package)

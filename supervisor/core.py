@@ -22,20 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from cloaca.engine import TaskNode, WorkflowRun, run_workflow
+import orjson
+
+from cloaca.engine import WorkflowRun, run_workflow
 from cloaca.errors import UNAVAILABLE, TaskError, TaskFailed
-from cloaca.registry import RetryPolicy
-from cloaca.rules import to_rule
 from supervisor.archive import ExtractionLimits
 from supervisor.config import PackageLimits, SupervisorConfig
 from supervisor.contexts import ContextLike, encode_context
-from supervisor.discovery import DiscoveredTask, Discovery, compare_with_manifest
+from supervisor.discovery import DiscoveredTask, Discovery
 from supervisor.errors import IntegrityError
 from supervisor.fingerprint import tree_fingerprint
-from supervisor.package import ExtractedPackage, extract_package
+from supervisor.package import ExtractedPackage, check_discovery, extract_package
 from supervisor.results import (
     CallRejected,
     CallResult,
+    InvalidContextError,
     PackageInfo,
     PackageUnavailableError,
     UnknownPackageError,
@@ -43,6 +44,7 @@ from supervisor.results import (
 )
 from supervisor.sandboxes.lifecycle import Sandbox, State
 from supervisor.sandboxes.services import SandboxServices, open_services
+from supervisor.workflows import workflow_plan
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ class AsyncSupervisor:
             if check is not None:
                 await self._in_thread(check, package)
             discovery = await sandbox.start()
-            compare_with_manifest(package.manifest, discovery)
+            check_discovery(package, discovery)
             self._check_open()  # closed while it started: it must not outlive close()
         except BaseException:
             await self._discard(package, sandbox, grace=0)
@@ -243,29 +245,15 @@ class AsyncSupervisor:
 
     async def run_workflow(self, package: str, workflow: str | None = None,
                            context: ContextLike = None) -> WorkflowRun:
-        """Run a workflow's DAG, each task in the package's sandbox."""
-        discovery = self._get(package).discovery
-        names = [w.name for w in discovery.workflows]
-        if workflow is None:
-            if len(names) != 1:
-                raise UnknownTaskError(f"package {package!r} has workflows {names}: name the one to run")
-            workflow = names[0]
-        declared = next((w for w in discovery.workflows if w.name == workflow), None)
-        if declared is None:
-            raise UnknownTaskError(f"package {package!r} has no workflow {workflow!r} (its workflows: {names})")
-        import orjson
-
-        data = orjson.loads(encode_context(context, self.config.max_context_bytes))
-        if not isinstance(data, dict):
-            from supervisor.results import InvalidContextError
-
+        """Run a workflow's DAG (the engine, in a worker thread), each task a call to the package's sandbox."""
+        plan = workflow_plan(self._get(package).discovery, workflow, f"package {package!r}")
+        given = orjson.loads(encode_context(context, self.config.max_context_bytes))
+        if not isinstance(given, dict):
             raise InvalidContextError("the context must be a JSON object")
-        nodes = []
-        for task_id in declared.tasks:
-            task = discovery.task(task_id)
-            assert task is not None
-            nodes.append(TaskNode(task.id, tuple(task.dependencies), RetryPolicy(**task.retry),
-                                  to_rule(task.trigger_rule)))
+        try:
+            data = plan.initial_context(given)
+        except ValueError as exc:
+            raise InvalidContextError(f"workflow {plan.name!r}: {exc}") from None
         loop = asyncio.get_running_loop()
 
         def execute_in_sandbox(task_id: str, task_input: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +268,8 @@ class AsyncSupervisor:
             return result.context
 
         max_parallel = self._get(package).sandbox.limits.max_concurrency
-        return await self._in_thread(run_workflow, workflow, nodes, data, execute_in_sandbox, max_parallel)
+        return await self._in_thread(lambda: run_workflow(plan.name, plan.nodes, data, execute_in_sandbox,
+                                                          max_parallel=max_parallel))
 
     # --- upkeep --------------------------------------------------------------------
 

@@ -22,8 +22,11 @@ class DiscoveredTask(BaseModel):
     is_async: bool = False
     docstring: str = ""
     workflow: str
-    retry: dict[str, Any] = Field(default_factory=dict)
-    trigger_rule: dict[str, Any] = Field(default_factory=lambda: {"type": "always"})
+    retry: dict[str, Any] = Field(default_factory=dict)  # cloaca.retry.RetryPolicy.to_dict()
+    trigger_rule: dict[str, Any] = Field(default_factory=lambda: {"type": "Always"})
+    requires_handle: bool = False
+    has_on_success: bool = False
+    has_on_failure: bool = False
 
 
 class DiscoveredWorkflow(BaseModel):
@@ -32,6 +35,9 @@ class DiscoveredWorkflow(BaseModel):
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
     tasks: list[str]
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    version: str = ""
+    secrets: list[str] = Field(default_factory=list)
 
 
 class DiscoveredTrigger(BaseModel):
@@ -42,11 +48,20 @@ class DiscoveredTrigger(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class DiscoveredProblem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    code: str
+    message: str
+
+
 class Discovery(BaseModel):
     model_config = ConfigDict(frozen=True)
     tasks: list[DiscoveredTask]
     workflows: list[DiscoveredWorkflow]
     triggers: list[DiscoveredTrigger] = Field(default_factory=list)
+    problems: list[DiscoveredProblem] = Field(default_factory=list)
+    package_workflow: str = ""
+    secrets: list[str] = Field(default_factory=list)
 
     def task(self, task_id: str) -> DiscoveredTask | None:
         return next((task for task in self.tasks if task.id == task_id), None)
@@ -60,17 +75,31 @@ def discovery_from_proto(message: pb.Discovery) -> Discovery:
     """The sandbox's Discover answer as a validated Discovery."""
     return Discovery(
         tasks=[DiscoveredTask(id=t.id, function=t.function, dependencies=list(t.dependencies), is_async=t.is_async,
-                              docstring=t.docstring, workflow=t.workflow,
-                              retry={"attempts": t.retry.attempts, "backoff": t.retry.backoff,
-                                     "delay_ms": t.retry.delay_ms, "max_delay_ms": t.retry.max_delay_ms},
-                              trigger_rule=json.loads(t.trigger_rule_json or '{"type": "always"}'))
+                              docstring=t.docstring, workflow=t.workflow, retry=_retry(t.retry),
+                              trigger_rule=json.loads(t.trigger_rule_json or '{"type": "Always"}'),
+                              requires_handle=t.requires_handle, has_on_success=t.has_on_success,
+                              has_on_failure=t.has_on_failure)
                for t in message.tasks],
-        workflows=[DiscoveredWorkflow(name=w.name, description=w.description, tags=dict(w.tags), tasks=list(w.tasks))
+        workflows=[DiscoveredWorkflow(name=w.name, description=w.description, tags=dict(w.tags), tasks=list(w.tasks),
+                                      params=json.loads(w.params_json or "{}"), version=w.version,
+                                      secrets=list(w.secrets))
                    for w in message.workflows],
         triggers=[DiscoveredTrigger(name=t.name, function=t.function, workflow=t.workflow,
                                     options=json.loads(t.options_json or "{}"))
                   for t in message.triggers],
+        problems=[DiscoveredProblem(code=p.code, message=p.message) for p in message.problems],
+        package_workflow=message.package_workflow,
+        secrets=list(message.secrets),
     )
+
+
+def _retry(message: pb.RetryPolicy) -> dict[str, Any]:
+    """A RetryPolicy message as cloaca.retry.RetryPolicy.to_dict() writes it."""
+    return {"max_attempts": message.max_attempts, "attempts": message.attempts, "backoff": message.backoff,
+            "backoff_base": message.backoff_base, "backoff_multiplier": message.backoff_multiplier,
+            "delay_ms": message.delay_ms, "max_delay_ms": message.max_delay_ms, "jitter": message.jitter,
+            "conditions": [{"type": c.type, **({"patterns": list(c.patterns)} if c.patterns else {})}
+                           for c in message.conditions]}
 
 
 def compare_with_manifest(manifest: Manifest, discovery: Discovery) -> None:

@@ -63,3 +63,34 @@ class IntegrityError(PackageError):
     fingerprint): nothing of it runs."""
 
     code = "integrity_failed"
+
+
+class MissingSourceDirError(PackageError):
+    """A package.toml package without its `workflow/` source directory."""
+
+    code = "missing_source_dir"
+
+
+class UnsupportedFeatureError(PackageError):
+    """The package declares something this host does not run yet (computation graphs, constructors)."""
+
+    code = "unsupported_feature"
+
+
+class EmptyPackageError(PackageError):
+    """Importing the entry module declared no tasks."""
+
+    code = "empty_package"
+
+
+class DuplicateTaskError(PackageError):
+    """One task id in two workflows, or two workflows of one name: calls could not tell them apart."""
+
+    code = "duplicate_task"
+
+
+# The codes a sandbox's discovery may report problems with, and the error each raises.
+ERRORS_BY_CODE: dict[str, type[PackageError]] = {
+    cls.code: cls for cls in (UnsupportedFeatureError, EmptyPackageError, DuplicateTaskError, TaskGraphError,
+                              DiscoveryError)
+}

@@ -1,4 +1,4 @@
-"""`manifest.json` format_version "2", as pydantic models.
+"""`manifest.json` format_version "2" (the seeds' format), as pydantic models.
 
 A manifest that does not fit gets a `ManifestError` naming each bad field.
 """
@@ -14,7 +14,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FINGERPRINT_PLACEHOLDER = "sha256:placeholder"
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+DOTTED_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$"
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.<>]*$")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -30,8 +32,8 @@ class _Model(BaseModel):
 
 
 class PackageInfo(_Model):
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN)
+    version: str = Field(min_length=1, max_length=64, pattern=VERSION_PATTERN)
     fingerprint: str
     targets: list[str] = Field(default_factory=list)
     description: str | None = None
@@ -60,7 +62,7 @@ class PythonRuntime(_Model):
     @field_validator("entry_module")
     @classmethod
     def _dotted(cls, value: str) -> str:
-        if not _DOTTED.match(value):
+        if not DOTTED_MODULE.match(value):
             raise ValueError(f"{value!r} is not a dotted Python module path")
         return value
 

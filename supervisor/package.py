@@ -1,9 +1,17 @@
-"""Loading a package archive: extract it safely and run every static check.
+"""Loading a package archive: extract it safely and run every static check, whatever its format.
 
 `extract_package` returns an `ExtractedPackage` ready for a sandbox, or
 raises the `PackageError` of the first check that failed, leaving nothing
-on disk. Importing the entry module (discovery) is a separate step that
-runs in another interpreter.
+on disk. The format is recognised from the content:
+
+- `manifest.json` at the archive's root: the seeds' format_version "2"
+  (source at the root, under `src/`, or under `workflow/`);
+- `package.toml` in a single top-level directory (`<name>-<version>/`): the
+  engine's current format, source under `workflow/`.
+
+Both get the same checks: safe extraction and caps (supervisor.archive),
+the entry module present, no module shadowing the standard library, and,
+once a sandbox has imported the entry module, `check_discovery`.
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ from packaging.specifiers import SpecifierSet
 
 from cloaca.graph import GraphError, check_graph
 from supervisor.archive import ExtractionLimits, extract_archive, open_source
+from supervisor.discovery import Discovery, compare_with_manifest
 from supervisor.errors import (
+    ERRORS_BY_CODE,
+    DiscoveryError,
     FingerprintMismatchError,
     InvalidManifestError,
     MissingEntryModuleError,
     MissingManifestError,
+    MissingSourceDirError,
     PackageError,
     ShadowingError,
     TaskGraphError,
@@ -35,10 +47,14 @@ from supervisor.errors import (
 )
 from supervisor.fingerprint import MANIFEST_NAME, tree_fingerprint
 from supervisor.manifest import FINGERPRINT_PLACEHOLDER, Manifest, ManifestError, parse_manifest
+from supervisor.package_toml import PACKAGE_TOML, SOURCE_DIR, UNKNOWN_WORKFLOW, PackageToml, parse_package_toml
 
 log = logging.getLogger(__name__)
 
-# The packaging guide's list; sys.stdlib_module_names adds the rest of the stdlib.
+FORMAT_MANIFEST_JSON = "manifest.json"
+FORMAT_PACKAGE_TOML = "package.toml"
+
+# The engine's loader's list (loader.rs STDLIB_DENY_LIST); sys.stdlib_module_names adds the rest of the stdlib.
 BLOCKED_MODULES = frozenset({
     "os", "sys", "subprocess", "shutil", "socket", "http", "urllib", "ctypes", "importlib",
     "pathlib", "io", "json", "pickle", "marshal", "code", "codeop", "compile", "compileall",
@@ -48,30 +64,46 @@ BLOCKED_MODULES = frozenset({
 RESERVED_MODULES = frozenset({"cloaca", "sandbox_runtime"})
 _MODULE_SUFFIXES = sorted(importlib.machinery.all_suffixes(), key=len, reverse=True)
 
+# How the sandbox learns which package it holds (sandbox_runtime.declarations.PackageIdentity).
+PACKAGE_NAME_ENV = "CLOACA_PACKAGE_NAME"
+WORKFLOW_NAME_ENV = "CLOACA_WORKFLOW_NAME"
+
 
 @dataclass
 class ExtractedPackage:
-    """A package on disk that passed every static check."""
+    """A package on disk that passed every static check.
+
+    `manifest` is set for the manifest.json format, `package_toml` for the
+    package.toml one; everything else reads the same for both.
+    """
 
     root: Path
     source_dir: Path
     vendor_dir: Path | None
-    manifest: Manifest
-    fingerprint: str  # computed from the content, whatever the manifest says
+    format: str
+    name: str
+    version: str
+    entry_module: str
+    workflow_name: str  # what module-level tasks register under
+    fingerprint: str  # computed from the content, whatever a manifest says
+    manifest: Manifest | None = None
+    package_toml: PackageToml | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def name(self) -> str:
-        return self.manifest.package.name
+    def description(self) -> str | None:
+        if self.manifest is not None:
+            return self.manifest.package.description
+        assert self.package_toml is not None
+        return self.package_toml.metadata.description
 
     @property
-    def version(self) -> str:
-        return self.manifest.package.version
-
-    @property
-    def entry_module(self) -> str:
-        assert self.manifest.python is not None  # checked at load
-        return self.manifest.python.entry_module
+    def requires_python(self) -> str | None:
+        if self.manifest is not None:
+            assert self.manifest.python is not None
+            return self.manifest.python.requires_python
+        assert self.package_toml is not None
+        return self.package_toml.metadata.requires_python
 
     @property
     def import_paths(self) -> list[str]:
@@ -80,6 +112,10 @@ class ExtractedPackage:
         if self.vendor_dir is not None:
             paths.append(str(self.vendor_dir))
         return paths
+
+    def sandbox_environment(self) -> dict[str, str]:
+        """Variables the sandbox runtime reads to import the package under its workflow name."""
+        return {PACKAGE_NAME_ENV: self.name, WORKFLOW_NAME_ENV: self.workflow_name}
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -104,24 +140,60 @@ def extract_package(
 
 def check_package(root: Path) -> ExtractedPackage:
     """Run the static checks on an extracted tree, in the order a person would fix them."""
+    if _is_file(root / MANIFEST_NAME):
+        package = _check_manifest_json(root)
+    else:
+        package = _check_package_toml(root, find_package_dir(root))
+    check_entry_module(package.source_dir, root, package.entry_module)
+    check_shadowing(package.source_dir, package.vendor_dir, root)
+    for warning in package.warnings:
+        log.warning("package %s %s: %s", package.name, package.version, warning)
+    return package
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def find_package_dir(root: Path) -> Path:
+    """The single top-level directory holding package.toml; MissingManifestError when there is none."""
+    candidates = sorted(entry for entry in root.iterdir()
+                        if entry.is_dir() and not entry.is_symlink() and _is_file(entry / PACKAGE_TOML))
+    if len(candidates) > 1:
+        names = ", ".join(f"{c.name}/" for c in candidates)
+        raise InvalidManifestError(f"the archive holds {len(candidates)} package directories ({names}); "
+                                   "a package has exactly one")
+    if candidates:
+        return candidates[0]
+    if _is_file(root / PACKAGE_TOML):
+        raise MissingManifestError(
+            "package.toml is at the archive's root: it must be inside a single top-level directory "
+            "<name>-<version>/, as `cloacinactl package pack` (and `cloaca-sandbox package`) build it")
+    raise MissingManifestError(
+        "Missing package manifest: expected manifest.json at the archive's root (format 2) or "
+        "<name>-<version>/package.toml (the package.toml format)")
+
+
+# --- manifest.json -------------------------------------------------------------------
+
+def _check_manifest_json(root: Path) -> ExtractedPackage:
     manifest = read_manifest(root)
     check_language(manifest)
     warnings: list[str] = []
     fingerprint = check_fingerprint(root, manifest, warnings)
-    source_dir = root / "src" if (root / "src").is_dir() else root
-    vendor_dir = root / "vendor" if (root / "vendor").is_dir() else None
     assert manifest.python is not None
-    check_entry_module(source_dir, root, manifest.python.entry_module)
-    check_shadowing(source_dir, vendor_dir, root)
     check_task_graph(manifest)
-    for warning in warnings:
-        log.warning("package %s %s: %s", manifest.package.name, manifest.package.version, warning)
-    return ExtractedPackage(root, source_dir, vendor_dir, manifest, fingerprint, warnings)
+    source_dir = next((root / name for name in (SOURCE_DIR, "src") if (root / name).is_dir()), root)
+    vendor_dir = root / "vendor" if (root / "vendor").is_dir() else None
+    # The seeds' loader named the workflow of module-level tasks after the entry module.
+    return ExtractedPackage(root, source_dir, vendor_dir, FORMAT_MANIFEST_JSON, manifest.package.name,
+                            manifest.package.version, manifest.python.entry_module, manifest.python.entry_module,
+                            fingerprint, manifest=manifest, warnings=warnings)
 
 
 def read_manifest(root: Path) -> Manifest:
     path = root / MANIFEST_NAME
-    if not path.is_file() or path.is_symlink():
+    if not _is_file(path):
         raise MissingManifestError("Missing manifest.json in package: it must be a file at the archive's root")
     try:
         return parse_manifest(path.read_bytes())
@@ -159,6 +231,41 @@ def check_fingerprint(root: Path, manifest: Manifest, warnings: list[str]) -> st
         )
     return actual
 
+
+def check_task_graph(manifest: Manifest) -> None:
+    try:
+        check_graph(manifest.dependency_graph())
+    except GraphError as exc:
+        raise TaskGraphError(f"invalid task graph: {exc}") from None
+
+
+# --- package.toml --------------------------------------------------------------------
+
+def _check_package_toml(root: Path, package_dir: Path) -> ExtractedPackage:
+    manifest = parse_package_toml((package_dir / PACKAGE_TOML).read_bytes(), package_dir)
+    header = manifest.package
+    warnings: list[str] = []
+    expected_dir = f"{header.name}-{header.version}"
+    if package_dir.name != expected_dir:
+        warnings.append(f"the package directory is {package_dir.name}/, not {expected_dir}/ as the packer names it")
+    strays = sorted(entry.name for entry in root.iterdir() if entry != package_dir)
+    if strays:
+        warnings.append(f"ignored entries beside the package directory: {', '.join(strays)}")
+    if manifest.metadata.workflow_name is None:
+        warnings.append(f"[metadata] workflow_name is not set: module-level tasks form the workflow "
+                        f"{UNKNOWN_WORKFLOW!r}, as in the engine")
+    source_dir = package_dir / SOURCE_DIR
+    if not source_dir.is_dir() or source_dir.is_symlink():
+        raise MissingSourceDirError(
+            "Missing workflow source directory in Python package: a package.toml package keeps its modules "
+            f"under {package_dir.name}/{SOURCE_DIR}/")
+    vendor_dir = package_dir / "vendor" if (package_dir / "vendor").is_dir() else None
+    return ExtractedPackage(root, source_dir, vendor_dir, FORMAT_PACKAGE_TOML, header.name, header.version,
+                            manifest.entry_module, manifest.workflow_name, tree_fingerprint(root),
+                            package_toml=manifest, warnings=warnings)
+
+
+# --- checks on the tree, for both formats ----------------------------------------------------
 
 def check_entry_module(source_dir: Path, root: Path, entry_module: str) -> None:
     base = source_dir.joinpath(*entry_module.split("."))
@@ -210,11 +317,21 @@ def check_shadowing(source_dir: Path, vendor_dir: Path | None, root: Path) -> No
         raise ShadowingError("package refused: " + "; ".join(problems) + ". Remove or rename these modules.")
 
 
-def check_task_graph(manifest: Manifest) -> None:
-    try:
-        check_graph(manifest.dependency_graph())
-    except GraphError as exc:
-        raise TaskGraphError(f"invalid task graph: {exc}") from None
+# --- after the import ---------------------------------------------------------------------------
+
+def check_discovery(package: ExtractedPackage, discovery: Discovery) -> None:
+    """Refuse a package whose import declared something unloadable, or (format 2) not what its manifest says.
+
+    Each problem the sandbox reported raises its own error class (by code):
+    unsupported_feature, invalid_task_graph, duplicate_task, empty_package.
+    """
+    if discovery.problems:
+        first = discovery.problems[0]
+        same = [p.message for p in discovery.problems if p.code == first.code]
+        error = ERRORS_BY_CODE.get(first.code, DiscoveryError)
+        raise error("package refused: " + "; ".join(same))
+    if package.manifest is not None:
+        compare_with_manifest(package.manifest, discovery)
 
 
-__all__ = ["ExtractedPackage", "PackageError", "check_package", "extract_package"]
+__all__ = ["ExtractedPackage", "PackageError", "check_discovery", "check_package", "extract_package"]

@@ -111,3 +111,45 @@ def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
 
+
+
+# --- the package.toml format (the engine's current one) --------------------------------------
+
+FIXTURE_TASKS = '''
+import cloaca
+
+@cloaca.task(id="fixture-task1")
+def task1(context):
+    context.set("task1", "done")
+    return context
+
+@cloaca.task(id="fixture-task2", dependencies=["fixture-task1"])
+def task2(context):
+    context.set("task2", context.get("task1") + " then task2")
+    return context
+'''
+
+MINIMAL_TOML = '''
+[package]
+name = "test-fixture-python"
+version = "1.0.0"
+
+[metadata]
+workflow_name = "fixture_workflow"
+'''
+
+
+def toml_package(files: dict[str, bytes | str] | None = None, package_toml: str | None = MINIMAL_TOML,
+                 top: str = "test-fixture-python-1.0.0", compression: str = "bz2",
+                 extra: Sequence[tuple[tarfile.TarInfo, bytes | None]] = ()) -> bytes:
+    """An archive as the engine's packer lays it out: files only, under one top-level directory.
+
+    By default the engine's own test fixture: workflow/test_fixture_python/{__init__,tasks}.py.
+    """
+    if files is None:
+        files = {"workflow/test_fixture_python/__init__.py": "",
+                 "workflow/test_fixture_python/tasks.py": FIXTURE_TASKS}
+    members = [file_member(f"{top}/{name}" if top else name, data) for name, data in files.items()]
+    if package_toml is not None:
+        members.insert(0, file_member(f"{top}/package.toml" if top else "package.toml", package_toml))
+    return tar_bytes(members + list(extra), compression)

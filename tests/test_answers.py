@@ -36,6 +36,7 @@ class Unprintable(Exception):
 @cloaca.task(id="echo")
 def echo(context):
     context.set("echoed", True)
+    return context
 
 @cloaca.task(id="unprintable")
 def unprintable(context):
@@ -45,6 +46,7 @@ def unprintable(context):
 def surrogate_print(context):
     print("half a pair: \\ud800")
     context.set("printed", True)
+    return context
 
 @cloaca.task(id="surrogate_raise")
 def surrogate_raise(context):
@@ -58,11 +60,13 @@ def bytes_to_stdout(context):
 @cloaca.task(id="big_answer")
 def big_answer(context):
     context.set("blob", "x" * int(context.get("size")))
+    return context
 
 @cloaca.task(id="slow")
 def slow(context):
     time.sleep(float(context.get("seconds", 1)))
     context.set("slept", True)
+    return context
 
 @cloaca.task(id="spin")
 def spin(context):
@@ -73,6 +77,7 @@ def spin(context):
 async def async_sleep(context):
     await asyncio.sleep(float(context.get("seconds", 30)))
     context.set("slept", True)
+    return context
 
 @cloaca.task(id="cut_the_link")
 def cut_the_link(context):
@@ -103,6 +108,7 @@ def fan_out(context):
     children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
                 for _ in range(int(context.get("children")))]
     context.set("children", [child.pid for child in children])
+    return context
 '''
 
 

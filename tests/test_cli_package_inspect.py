@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import sys
 import textwrap
 from pathlib import Path
@@ -207,3 +208,116 @@ def test_inspect_refuses_non_archive(tmp_path):
     bogus.write_text("hello")
     result = cli("inspect", str(bogus))
     assert result.returncode == 1 and "[not_an_archive]" in result.stderr
+
+
+# --- the package.toml format --------------------------------------------------------------
+
+ETL_TOML = """
+[package]
+name = "etl"
+version = "2.0.0"
+
+[metadata]
+workflow_name = "etl_flow"
+"""
+
+ETL_TASKS = '''
+import cloaca
+import helperlib
+
+@cloaca.task(id="extract")
+def extract(context):
+    context.set("rows", [helperlib.X])
+    return context
+
+@cloaca.task(id="load", dependencies=["extract"])
+def load(context):
+    context.set("loaded", len(context.get("rows")))
+    return context
+'''
+
+
+def make_toml_project(root: Path, tasks: str = ETL_TASKS, package_toml: str = ETL_TOML,
+                      extra: dict[str, str] | None = None) -> Path:
+    files = {"package.toml": package_toml, "workflow/etl/__init__.py": "", "workflow/etl/tasks.py": tasks,
+             "vendor/helperlib.py": "X = 7\n", **(extra or {})}
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def test_package_toml_project_builds_as_the_engines_packer_does(tmp_path):
+    project = make_toml_project(tmp_path / "etl", extra={
+        "workflow/etl/__pycache__/tasks.cpython-311.pyc": "", "target/debug/junk": "", ".git/config": "",
+        "dist/old-1.0.0.cloacina": "", "README.md": "# etl\n"})
+    built = cli("package", str(project), "--json")
+    assert built.returncode == 0, built.stderr
+    report = json.loads(built.stdout)
+    archive = Path(report["archive"])
+    assert archive == project / "dist" / "etl-2.0.0.cloacina" and report["format"] == "package.toml"
+    assert archive.read_bytes()[:3] == b"BZh"
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        assert all(m.isfile() for m in members)  # files only, as fidius packs
+        assert sorted(m.name for m in members) == [
+            "etl-2.0.0/README.md", "etl-2.0.0/package.toml", "etl-2.0.0/vendor/helperlib.py",
+            "etl-2.0.0/workflow/etl/__init__.py", "etl-2.0.0/workflow/etl/tasks.py"]
+        written = tar.extractfile("etl-2.0.0/package.toml").read().decode()
+    # The resolved manifest, every default written out, as `cloacinactl package pack` writes it.
+    assert 'entry_module = "etl.tasks"' in written and 'language = "python"' in written
+    assert 'interface = "cloacina-workflow-plugin"' in written and "interface_version = 1" in written
+
+    inspected = cli("inspect", str(archive), "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    details = json.loads(inspected.stdout)
+    assert (details["format"], details["workflow_name"]) == ("package.toml", "etl_flow")
+    assert [w["name"] for w in details["discovery"]["workflows"]] == ["etl_flow"]
+    shown = cli("inspect", str(archive)).stdout
+    assert "format:          package.toml" in shown and "workflow etl_flow" in shown and "load <- extract" in shown
+
+    again = tmp_path / "again.cloacina"
+    assert cli("package", str(project), "-o", str(again)).returncode == 0
+    assert again.read_bytes() == archive.read_bytes()  # builds repeat
+
+
+@pytest.mark.parametrize("package_toml, tasks, code, message", [
+    (ETL_TOML + "[[metadata.triggers]]\nname = 'x'\n", ETL_TASKS, "invalid_manifest", "unknown field `triggers`"),
+    (ETL_TOML + 'graph_name = "g"\n', ETL_TASKS, "unsupported_feature", "computation graph 'g'"),
+    (ETL_TOML, "import cloaca\ncloaca.ComputationGraphBuilder('g', graph={})\n"
+               "@cloaca.task(id='t')\ndef t(c):\n    return c\n", "unsupported_feature", "ComputationGraphBuilder('g')"),
+    (ETL_TOML, "import cloaca\n", "empty_package", "registered no tasks"),
+])
+def test_package_toml_project_refused_for_what_the_loader_refuses(tmp_path, package_toml, tasks, code, message):
+    project = make_toml_project(tmp_path / "p", tasks=tasks, package_toml=package_toml)
+    result = cli("package", str(project))
+    assert result.returncode == 1 and f"[{code}]" in result.stderr and message in result.stderr
+    assert not (project / "dist").exists()
+
+
+def test_bundled_package_toml_example_is_current(tmp_path):
+    fresh = tmp_path / "fresh.cloacina"
+    assert cli("package", str(EXAMPLES / "visits-report"), "-o", str(fresh)).returncode == 0
+    assert fresh.read_bytes() == (EXAMPLES / "dist" / "visits-report-1.0.0.cloacina").read_bytes(), \
+        "rebuild it: cloaca-sandbox package examples/visits-report -o examples/dist/visits-report-1.0.0.cloacina"
+
+
+def test_package_toml_example_runs_locally_as_the_loader_imports_it():
+    check = textwrap.dedent("""
+        import cloaca
+        from cloaca.loading import import_package
+        imported = import_package("visits_report.tasks", "visits_report", "visits-report")
+        assert imported.problems == (), imported.problems
+        with cloaca.DefaultRunner(":memory:") as runner:
+            result = runner.execute("visits_report", cloaca.Context({"busy_threshold": 150}))
+        assert result.status == "Completed", (result.status, result.error_message)
+        print(result.final_context.to_json())
+    """)
+    paths = [str(EXAMPLES / "visits-report" / "workflow"), str(ROOT)]
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+    assert ran.returncode == 0, ran.stderr
+    final = json.loads(ran.stdout)
+    assert final["totals"] == {"/": 200, "/docs": 15, "/pricing": 40} and final["busy"] == ["/"]
+    assert final["alert"] == "busy pages: /" and final["summary"] == "255 visits on 3 pages"

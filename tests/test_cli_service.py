@@ -32,12 +32,14 @@ with cloaca.WorkflowBuilder("demo") as builder:
     def greet(context):
         print("greeting", context.get("name", "world"))
         context.set("greeting", "hello " + context.get("name", "world"))
+        return context
 
     @cloaca.task(id="shout", dependencies=["greet"])
     def shout(context):
         if context.get("quiet"):
             raise ValueError("asked to stay quiet")
         context.set("greeting", context.get("greeting").upper())
+        return context
 
 @cloaca.task(id="slow")
 def slow(context):
@@ -46,6 +48,7 @@ def slow(context):
         open(os.path.join(os.environ["TMPDIR"], "running"), "w").close()
     time.sleep(float(context.get("seconds", 2)))
     context.set("finished", True)
+    return context
 '''
 
 

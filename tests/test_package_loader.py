@@ -14,12 +14,14 @@ from supervisor.archive import ArchiveTooLargeError, ExtractionLimits, NotAnArch
 from supervisor.package import extract_package
 from tests.archives import (
     GUIDE_MODULE,
+    MINIMAL_TOML,
     file_member,
     guide_package,
     manifest_dict,
     package_bytes,
     special_member,
     tar_bytes,
+    toml_package,
 )
 
 GUIDE_FILES = {"data_pipeline/__init__.py": GUIDE_MODULE}
@@ -87,7 +89,8 @@ def test_truncated_archive(staging):
 
 
 def test_missing_manifest(staging):
-    refuse(staging, package_bytes(GUIDE_FILES, None), errors.MissingManifestError, "Missing manifest.json")
+    refuse(staging, package_bytes(GUIDE_FILES, None), errors.MissingManifestError,
+           "Missing package manifest: expected manifest.json at the archive.s root .format 2. or <name>-<version>/package.toml")
 
 
 @pytest.mark.parametrize("manifest, field", [
@@ -220,5 +223,112 @@ def test_every_refusal_has_a_distinct_code():
     classes = [errors.MissingManifestError, errors.InvalidManifestError, errors.WrongLanguageError,
                errors.UnsupportedPythonError, errors.FingerprintMismatchError, errors.MissingEntryModuleError,
                errors.ShadowingError, errors.TaskGraphError, errors.DiscoveryError, errors.ImportTimeoutError,
-               NotAnArchiveError, UnsafeArchiveError, ArchiveTooLargeError]
+               errors.MissingSourceDirError, errors.UnsupportedFeatureError, errors.EmptyPackageError,
+               errors.DuplicateTaskError, NotAnArchiveError, UnsafeArchiveError, ArchiveTooLargeError]
     assert len({cls.code for cls in classes}) == len(classes)
+
+
+# --- the package.toml format (§2b of the cloaca reference) --------------------------------
+
+def test_package_toml_archive_loads_whatever_the_file_is_called(staging, tmp_path):
+    path = tmp_path / "python-workflow.fid"
+    path.write_bytes(toml_package())
+    package = extract_package(path, staging)
+    top = package.root / "test-fixture-python-1.0.0"
+    assert (package.format, package.name, package.version) == ("package.toml", "test-fixture-python", "1.0.0")
+    assert package.source_dir == top / "workflow" and package.vendor_dir is None
+    assert package.workflow_name == "fixture_workflow"
+    # The engine's inference: entry_module from the name, language from the layout, header defaults.
+    assert package.entry_module == "test_fixture_python.tasks"
+    resolved = package.package_toml
+    assert (resolved.metadata.language, resolved.package.interface, resolved.package.interface_version,
+            resolved.package.extension) == ("python", "cloacina-workflow-plugin", 1, "cloacina")
+    assert package.fingerprint.startswith("sha256:") and package.warnings == []
+    assert package.sandbox_environment() == {"CLOACA_PACKAGE_NAME": "test-fixture-python",
+                                             "CLOACA_WORKFLOW_NAME": "fixture_workflow"}
+
+
+def test_package_toml_explicit_values_win_and_vendor_goes_on_the_path(staging):
+    manifest = MINIMAL_TOML + 'entry_module = "custom.entry"\nlanguage = "python"\nrequires_python = ">=3.10"\n'
+    files = {"workflow/custom/__init__.py": "", "workflow/custom/entry.py": "", "vendor/six.py": "# vendored\n"}
+    package = extract_package(toml_package(files, manifest), staging)
+    top = package.root / "test-fixture-python-1.0.0"
+    assert package.entry_module == "custom.entry" and package.requires_python == ">=3.10"
+    assert package.import_paths == [str(top / "workflow"), str(top / "vendor")]
+
+
+def test_package_toml_without_workflow_name_uses_the_engines_unknown_with_a_warning(staging):
+    package = extract_package(toml_package(package_toml='[package]\nname = "test-fixture-python"\n'
+                                                        'version = "1.0.0"\n'), staging)
+    assert package.workflow_name == "unknown"
+    assert any("workflow_name is not set" in warning for warning in package.warnings)
+
+
+@pytest.mark.parametrize("manifest, error, match", [
+    (MINIMAL_TOML + 'package_type = ["workflow"]\n', errors.InvalidManifestError,
+     r"unknown field `package_type` in \[metadata\], expected one of `language`, `workflow_name`"),
+    (MINIMAL_TOML + '[[metadata.triggers]]\nname = "t"\n', errors.InvalidManifestError, "unknown field `triggers`"),
+    ('[package]\nversion = "1"\n', errors.InvalidManifestError, r"package\.name: Field required"),
+    ("[package\n", errors.InvalidManifestError, "not valid TOML"),
+    (MINIMAL_TOML + 'language = "rust"\n', errors.WrongLanguageError,
+     "Wrong package language: expected python, got rust"),
+    (MINIMAL_TOML + 'graph_name = "scores"\n', errors.UnsupportedFeatureError,
+     "computation graph 'scores'.*does not run computation graphs"),
+    (MINIMAL_TOML + 'providers = { pg = "1.0" }\n', errors.UnsupportedFeatureError, "constructor providers"),
+    (MINIMAL_TOML + 'requires_python = ">=4.0"\n', errors.UnsupportedPythonError, "requires Python >=4.0"),
+    (MINIMAL_TOML.replace("[package]", '[package]\ninterface = "image-filter"'), errors.InvalidManifestError,
+     "not a Cloacina workflow package"),
+    (MINIMAL_TOML + 'entry_module = "not-a-module"\n', errors.InvalidManifestError, "metadata.entry_module"),
+])
+def test_package_toml_refusals(staging, manifest, error, match):
+    refuse(staging, toml_package(package_toml=manifest), error, match)
+
+
+def test_package_toml_language_cannot_be_inferred_without_workflow_dir(staging):
+    refuse(staging, toml_package({"fixture/tasks.py": ""}), errors.InvalidManifestError,
+           "cannot infer \\[metadata\\].language")
+    refuse(staging, toml_package({"fixture/tasks.py": ""}, MINIMAL_TOML + 'language = "python"\n'),
+           errors.MissingSourceDirError, "Missing workflow source directory in Python package")
+
+
+def test_package_toml_entry_module_must_resolve_under_workflow(staging):
+    refuse(staging, toml_package({"workflow/other/__init__.py": ""}), errors.MissingEntryModuleError,
+           "expected test_fixture_python/tasks.py or test_fixture_python/tasks/__init__.py under "
+           "test-fixture-python-1.0.0/workflow/")
+
+
+def test_package_toml_must_be_inside_one_top_level_directory(staging):
+    refuse(staging, toml_package(top=""), errors.MissingManifestError, "must be inside a single top-level directory")
+    two = tar_bytes([file_member("a-1/package.toml", MINIMAL_TOML), file_member("b-1/package.toml", MINIMAL_TOML)])
+    refuse(staging, two, errors.InvalidManifestError, "holds 2 package directories")
+
+
+@pytest.mark.parametrize("path, name", [("workflow/json/__init__.py", "json"), ("vendor/subprocess.py", "subprocess"),
+                                        ("vendor/cloaca/__init__.py", "cloaca")])
+def test_package_toml_stdlib_shadowing(staging, path, name):
+    files = {"workflow/test_fixture_python/__init__.py": "", "workflow/test_fixture_python/tasks.py": "", path: ""}
+    error = refuse(staging, toml_package(files), errors.ShadowingError, f"'{name}'")
+    assert "test-fixture-python-1.0.0/" in str(error)
+
+
+@pytest.mark.parametrize("member, failure, match", [
+    (file_member("../escape.py", "x"), UnsafeArchiveError, r"'\.\.' component"),
+    (special_member("test-fixture-python-1.0.0/link", tarfile.SYMTYPE, "/etc/passwd"), UnsafeArchiveError,
+     "absolute path"),
+    (special_member("test-fixture-python-1.0.0/dev", tarfile.CHRTYPE), UnsafeArchiveError, "device file"),
+])
+def test_package_toml_extraction_is_checked_the_same(staging, member, failure, match):
+    refuse(staging, toml_package(extra=[member]), failure, match)
+
+
+def test_package_toml_caps_apply(staging):
+    many = {f"workflow/test_fixture_python/m{i}.py": "" for i in range(60)}
+    refuse(staging, toml_package(dict(many, **{"workflow/test_fixture_python/tasks.py": ""})), ArchiveTooLargeError,
+           "more than 50 entries", limits=ExtractionLimits(max_files=50))
+
+
+def test_manifest_json_packages_may_keep_their_source_under_workflow(staging):
+    files = {"workflow/data_pipeline/__init__.py": GUIDE_MODULE, "vendor/six.py": ""}
+    package = extract_package(package_bytes(files, manifest_dict()), staging)
+    assert package.format == "manifest.json" and package.source_dir == package.root / "workflow"
+    assert package.workflow_name == "data_pipeline"  # the seeds' loader named it after the entry module

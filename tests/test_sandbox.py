@@ -33,6 +33,7 @@ import cloaca
 @cloaca.task(id="echo")
 def echo(context):
     context.set("echoed", True)
+    return context
 
 @cloaca.task(id="allocate")
 def allocate(context):
@@ -70,23 +71,27 @@ def noisy(context):
         print(f"out line {n}")
         print(f"err line {n}", file=sys.stderr)
     context.set("printed", 20000)
+    return context
 
 @cloaca.task(id="spawn_child")
 def spawn_child(context):
     # A child in its own session, as a daemon would be: it must still die with the sandbox.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     context.set("child_pid", child.pid)
+    return context
 
 @cloaca.task(id="environment")
 def environment(context):
     context.set("env", dict(os.environ))
     context.set("cwd", os.getcwd())
     context.set("sys_path", sys.path)
+    return context
 
 @cloaca.task(id="slow")
 def slow(context):
     time.sleep(float(context.get("seconds", 0.5)))
     context.set("slept", True)
+    return context
 '''
 
 
@@ -120,6 +125,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             @cloaca.task(id="ping")
             def ping(context):
                 context.set("pong", context.get("n", 0))
+                return context
         '''),
     }
 
@@ -302,6 +308,7 @@ def test_conflicting_modules_and_vendored_versions_stay_apart(tmp_path):
             context.set("six", six.__version__)
             context.set("helper", helper.NAME)
             context.set("six_file", six.__file__)
+            return context
     '''
     # Both packages have a top-level module `common`, and vendor different releases of six.
     old = build(tmp_path, "old-six", source, layout="src", vendor=[FIXTURES / "six-1.15.0" / "six.py"],
@@ -329,6 +336,7 @@ def test_host_packages_are_invisible(tmp_path):
                 context.set("found", True)
             except ImportError:
                 context.set("found", False)
+            return context
     ''')
     with Supervisor() as supervisor:
         supervisor.load(archive)

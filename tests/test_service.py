@@ -32,17 +32,20 @@ with cloaca.WorkflowBuilder("demo") as builder:
     @cloaca.task(id="echo")
     def echo(context):
         context.set("served_by", VERSION)
+        return context
 
     @cloaca.task(id="fail", dependencies=["echo"])
     def fail(context):
         if context.get("fail", False):
             raise ValueError("asked to fail")
         context.set("passed", True)
+        return context
 
 @cloaca.task(id="slow")
 def slow(context):
     time.sleep(float(context.get("seconds", 1)))
     context.set("served_by", VERSION)
+    return context
 '''
 
 # Imports fine until the operator's configuration says it is broken.

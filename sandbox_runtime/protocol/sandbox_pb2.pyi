@@ -32,29 +32,61 @@ class DiscoverResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., discovery: _Optional[_Union[Discovery, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., pid: _Optional[int] = ..., isolation: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Discovery(_message.Message):
-    __slots__ = ("tasks", "workflows", "triggers")
+    __slots__ = ("tasks", "workflows", "triggers", "problems", "package_workflow", "secrets")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     workflows: _containers.RepeatedCompositeFieldContainer[Workflow]
     triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ...) -> None: ...
+    problems: _containers.RepeatedCompositeFieldContainer[Problem]
+    package_workflow: str
+    secrets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., package_workflow: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Problem(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
-    __slots__ = ("attempts", "backoff", "delay_ms", "max_delay_ms")
+    __slots__ = ("attempts", "backoff", "delay_ms", "max_delay_ms", "max_attempts", "backoff_base", "backoff_multiplier", "jitter", "conditions")
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     BACKOFF_FIELD_NUMBER: _ClassVar[int]
     DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_BASE_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     attempts: int
     backoff: str
     delay_ms: int
     max_delay_ms: int
-    def __init__(self, attempts: _Optional[int] = ..., backoff: _Optional[str] = ..., delay_ms: _Optional[int] = ..., max_delay_ms: _Optional[int] = ...) -> None: ...
+    max_attempts: int
+    backoff_base: float
+    backoff_multiplier: float
+    jitter: bool
+    conditions: _containers.RepeatedCompositeFieldContainer[RetryCondition]
+    def __init__(self, attempts: _Optional[int] = ..., backoff: _Optional[str] = ..., delay_ms: _Optional[int] = ..., max_delay_ms: _Optional[int] = ..., max_attempts: _Optional[int] = ..., backoff_base: _Optional[float] = ..., backoff_multiplier: _Optional[float] = ..., jitter: _Optional[bool] = ..., conditions: _Optional[_Iterable[_Union[RetryCondition, _Mapping]]] = ...) -> None: ...
+
+class RetryCondition(_message.Message):
+    __slots__ = ("type", "patterns")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, type: _Optional[str] = ..., patterns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "function", "dependencies", "is_async", "docstring", "workflow", "retry", "trigger_rule_json")
+    __slots__ = ("id", "function", "dependencies", "is_async", "docstring", "workflow", "retry", "trigger_rule_json", "requires_handle", "has_on_success", "has_on_failure")
     ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +95,9 @@ class Task(_message.Message):
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_RULE_JSON_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    HAS_ON_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    HAS_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: str
     function: str
     dependencies: _containers.RepeatedScalarFieldContainer[str]
@@ -71,10 +106,13 @@ class Task(_message.Message):
     workflow: str
     retry: RetryPolicy
     trigger_rule_json: str
-    def __init__(self, id: _Optional[str] = ..., function: _Optional[str] = ..., dependencies: _Optional[_Iterable[str]] = ..., is_async: _Optional[bool] = ..., docstring: _Optional[str] = ..., workflow: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., trigger_rule_json: _Optional[str] = ...) -> None: ...
+    requires_handle: bool
+    has_on_success: bool
+    has_on_failure: bool
+    def __init__(self, id: _Optional[str] = ..., function: _Optional[str] = ..., dependencies: _Optional[_Iterable[str]] = ..., is_async: _Optional[bool] = ..., docstring: _Optional[str] = ..., workflow: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., trigger_rule_json: _Optional[str] = ..., requires_handle: _Optional[bool] = ..., has_on_success: _Optional[bool] = ..., has_on_failure: _Optional[bool] = ...) -> None: ...
 
 class Workflow(_message.Message):
-    __slots__ = ("name", "description", "tags", "tasks")
+    __slots__ = ("name", "description", "tags", "tasks", "params_json", "version", "secrets")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,11 +124,17 @@ class Workflow(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     tags: _containers.ScalarMap[str, str]
     tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    params_json: str
+    version: str
+    secrets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., version: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Trigger(_message.Message):
     __slots__ = ("name", "function", "workflow", "options_json")

@@ -176,8 +176,12 @@ class ZygoteLauncher(Launcher):
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
         except (asyncio.TimeoutError, ConnectionError) as exc:
+            output = self._output
+            if output is not None:
+                await output.drained(2.0)
+            said = output.tail(20) if output is not None else ""
             self._teardown()
-            raise LaunchError(f"the zygote did not start: {exc or 'timed out'}") from None
+            raise LaunchError(f"the zygote did not start ({exc or 'timed out'})" + (f":\n{said}" if said else ""))
         self.zygote_pid = ready["pid"]
         log.info("zygote ready (pid %d, Python %s)", ready["pid"], ready.get("python", "?"))
 
@@ -213,7 +217,8 @@ class ZygoteLauncher(Launcher):
 
     def _zygote_gone(self) -> None:
         """The zygote died (or closed): every sandbox it held is dead too (parent-death signal)."""
-        log.warning("the zygote exited; sandboxes it forked are gone, and the next start makes a new one")
+        if self.zygote_pid is not None:
+            log.warning("the zygote exited; sandboxes it forked are gone, and the next start makes a new one")
         error = ConnectionError("the zygote exited")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)
@@ -224,7 +229,8 @@ class ZygoteLauncher(Launcher):
         for process in self._children.values():
             process.exited(KILLED)
         self._children.clear()
-        self._teardown()
+        if self._ready is None or self._ready.done():
+            self._teardown()  # (a zygote that never got ready is torn down by its starter, after its output)
 
     def _teardown(self) -> None:
         if self._control is not None:

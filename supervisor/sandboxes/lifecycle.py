@@ -269,6 +269,7 @@ class Sandbox:
             message_limit = self.config.max_context_bytes + LINK_OVERHEAD
             spec = {
                 "entry_module": self.package.entry_module, "package_paths": plan.package_paths,
+                "package_name": self.package.name, "workflow_name": self.package.workflow_name,
                 "socket_path": plan.socket_path, "token": token, "max_concurrency": self.limits.max_concurrency,
                 "output_limit": self.config.output_limit_bytes, "max_context_bytes": self.config.max_context_bytes,
                 "env": plan.env, "cwd": plan.cwd, "hide_modules": self.package_modules(),
@@ -625,6 +626,8 @@ class Sandbox:
         """The caller stopped waiting. Cancel the call in the sandbox where the task can be cancelled;
         otherwise (or if it does not stop in time) retire the incarnation."""
         incarnation.link.cancel(call_id)
+        # Whatever the future ends with now, nobody waits for it: take its outcome so asyncio does not warn.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
         if not self._tasks_async.get(task_id, False):
             self._post("retire", incarnation, reason)
             return

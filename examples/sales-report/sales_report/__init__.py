@@ -1,7 +1,6 @@
 """Sum orders per region and render the report with the vendored tabulate.
 
-Shows an async task, a trigger rule, retries, and a third-party library
-that the host does not have.
+Shows an async task, a trigger rule, retries, and a library the host lacks.
 """
 
 import asyncio
@@ -24,6 +23,7 @@ with cloaca.WorkflowBuilder("sales_report") as builder:
         """Use the orders given in the context, or the built-in sample."""
         if "orders" not in context:
             context.set("orders", SAMPLE_ORDERS)
+        return context
 
     @cloaca.task(id="summarize", dependencies=["load_orders"])
     async def summarize(context):
@@ -38,7 +38,7 @@ with cloaca.WorkflowBuilder("sales_report") as builder:
     @cloaca.task(
         id="flag_large",
         dependencies=["summarize"],
-        trigger_rules=cloaca.context_value("large_threshold", "Exists"),
+        trigger_rules=cloaca.context_value("large_threshold", "Exists", None),
     )
     def flag_large(context):
         """Only when a threshold is given: list the regions above it."""
@@ -46,9 +46,9 @@ with cloaca.WorkflowBuilder("sales_report") as builder:
         context.set("large_regions", [r for r, total in context.get("totals").items() if total > threshold])
         return context
 
-    @cloaca.task(id="render", dependencies=["flag_large"], retry_attempts=2, retry_delay_ms=10)
+    @cloaca.task(id="render", dependencies=["summarize", "flag_large"], retry_attempts=3, retry_delay_ms=10)
     def render(context):
-        """Render the totals as a table."""
+        """Render the totals as a table (flag_large may have been skipped: its output is then absent)."""
         rows = [(region, total) for region, total in context.get("totals").items()]
         context.set("report", tabulate(rows, headers=["region", "total"], tablefmt="github", floatfmt=".2f"))
         return context
