@@ -30,6 +30,7 @@ from typing import Any, AsyncIterator
 import grpc
 
 from cloaca.registry import REGISTRY, TaskSpec
+from cloaca.secrets import StaticSecrets, install_resolver
 from sandbox_runtime.declarations import PackageIdentity, describe, discovery_message, load_package
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 from sandbox_runtime.protocol import sandbox_pb2_grpc
@@ -40,6 +41,32 @@ TOKEN_METADATA = "x-sandbox-token"
 
 INLINE_LIMIT = 0.002  # seconds: a sync task whose runs all stay under this may run on the loop
 INLINE_AFTER = 3  # quick runs on the workers before a task is trusted to run inline
+
+
+class LinkSlot:
+    """A call's concurrency slot, held by the supervisor: a deferred task gives it back over the link.
+
+    `release` tells the supervisor (DEFERRED), which admits another call meanwhile;
+    `reacquire` asks for one (WANTS_SLOT) and blocks the task's thread until the
+    supervisor answers `resume`.
+    """
+
+    def __init__(self, call_id: int, loop: asyncio.AbstractEventLoop, deliver: Any) -> None:
+        self.call_id = call_id
+        self._loop = loop
+        self._deliver = deliver
+        self.resumed = threading.Event()
+
+    def _tell(self, progress: int) -> None:
+        self._loop.call_soon_threadsafe(self._deliver, pb.CallResponse(call_id=self.call_id, progress=progress))
+
+    def release(self) -> None:
+        self.resumed.clear()
+        self._tell(pb.DEFERRED)
+
+    def reacquire(self) -> None:
+        self._tell(pb.WANTS_SLOT)
+        self.resumed.wait()
 
 
 class Workers:
@@ -62,7 +89,8 @@ class Workers:
     def run_or_submit(self, call: Call) -> pb.CallResponse | None:
         """Run a proven-quick call inline and return its answer; else hand it to a worker (None)."""
         task_id = call.request.task_id
-        if not self.running and self._quick_runs.get(task_id, 0) >= INLINE_AFTER and self.runner.is_sync(task_id):
+        if not self.running and self._quick_runs.get(task_id, 0) >= INLINE_AFTER \
+                and self.runner.may_run_inline(task_id):
             started = time.perf_counter()
             response = self.runner.run(call)
             self._record(task_id, time.perf_counter() - started)
@@ -71,6 +99,7 @@ class Workers:
         return None
 
     def submit(self, call: Call) -> None:
+        call.slot = LinkSlot(call.request.call_id, self._loop, self._deliver)
         self.running[call.request.call_id] = call
         with self._lock:
             start_one = self._idle == 0
@@ -79,6 +108,11 @@ class Workers:
         if start_one:
             threading.Thread(target=self._work, name="task", daemon=True).start()
         self._queue.put(call)
+
+    def resume(self, call_id: int) -> None:
+        call = self.running.get(call_id)
+        if call is not None and isinstance(call.slot, LinkSlot):
+            call.slot.resumed.set()
 
     def cancel(self, call_id: int) -> None:
         call = self.running.get(call_id)
@@ -135,6 +169,12 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
         if metadata.get(TOKEN_METADATA) != self.token:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not this sandbox's supervisor")
 
+    async def ProvideSecrets(self, request: pb.Secrets, context: grpc.aio.ServicerContext) -> pb.SecretsAck:
+        await self._check_token(context)
+        secrets = {name: dict(value.fields) for name, value in request.secrets.items()}
+        install_resolver(StaticSecrets(secrets, declared=list(request.declared)))
+        return pb.SecretsAck()
+
     async def Discover(self, request: pb.DiscoverRequest, context: grpc.aio.ServicerContext) -> pb.DiscoverResponse:
         await self._check_token(context)
         await self.imported.wait()
@@ -165,6 +205,9 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
                 break
             if request.cancel:
                 workers.cancel(request.call_id)
+                continue
+            if request.resume:
+                workers.resume(request.call_id)
                 continue
             answer = workers.run_or_submit(Call(request))
             if answer is not None:

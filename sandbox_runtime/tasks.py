@@ -26,6 +26,7 @@ import orjson
 from cloaca.errors import TaskError, error_from_exception
 from cloaca.invoke import invoke_task, invoke_task_async
 from cloaca.registry import TaskSpec
+from cloaca.slots import ConcurrencySlot
 from sandbox_runtime import capture
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 
@@ -140,6 +141,7 @@ class Call:
 
     request: pb.CallRequest
     cancel: Callable[[], None] | None = None
+    slot: ConcurrencySlot | None = None  # what TaskHandle.defer_until gives back while it waits
 
 
 class TaskRunner:
@@ -153,9 +155,10 @@ class TaskRunner:
         self.max_context_bytes = max_context_bytes
         self._local = threading.local()  # each worker thread's own event loop, for async tasks
 
-    def is_sync(self, task_id: str) -> bool:
+    def may_run_inline(self, task_id: str) -> bool:
+        """A sync task that cannot defer (deferring waits for the loop, so it must never block the loop)."""
         spec = self.tasks.get(task_id)
-        return spec is not None and not spec.is_async
+        return spec is not None and not spec.is_async and not spec.requires_handle
 
     def run(self, call: Call) -> pb.CallResponse:
         """Run one call on the current thread; always returns an answer."""
@@ -182,7 +185,7 @@ class TaskRunner:
             if spec.is_async:
                 result = self._run_async(call, spec, data)
             else:
-                result = invoke_task(spec, data)
+                result = invoke_task(spec, data, slot=call.slot)
         except asyncio.CancelledError:
             return None, TaskError(CANCELLED, "CancelledError", "the call was cancelled")
         except BaseException as exc:  # noqa: BLE001 - a task's failure is an answer
@@ -197,7 +200,7 @@ class TaskRunner:
         if loop is None:
             loop = self._local.loop = asyncio.new_event_loop()
 
-        task = loop.create_task(invoke_task_async(spec, data))
+        task = loop.create_task(invoke_task_async(spec, data, slot=call.slot))
         call.cancel = lambda: loop.call_soon_threadsafe(task.cancel)
         try:
             return loop.run_until_complete(task)

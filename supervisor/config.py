@@ -80,6 +80,7 @@ class SupervisorConfig(BaseModel):
     cancel_grace: float = Field(default=2.0, ge=0,
                                 description="how long a cancelled async task may take to stop before its "
                                             "sandbox is replaced")
+    secrets_file: Path | None = Field(default=None, description="the operator's secrets (TOML, mode 0600)")
     sandbox_uid_base: int = Field(default=1_800_000_000, ge=1000, lt=2**32 - 65536,
                                   description="first host uid given to sandboxes when the service runs as root")
 

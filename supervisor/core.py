@@ -43,6 +43,7 @@ from supervisor.results import (
     UnknownTaskError,
 )
 from supervisor.sandboxes.lifecycle import Sandbox, State
+from supervisor.secrets import SecretStore, load_secrets
 from supervisor.sandboxes.services import SandboxServices, open_services
 from supervisor.workflows import workflow_plan
 
@@ -79,6 +80,7 @@ class AsyncSupervisor:
         self._loads_done = asyncio.Event()
         self._blocking = ThreadPoolExecutor(max_workers=4, thread_name_prefix="supervisor-io")
         self._monitor: asyncio.Task[None] | None = None
+        self.secrets = SecretStore()
         self._started: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -92,11 +94,13 @@ class AsyncSupervisor:
                 await self._start()
             except BaseException as exc:
                 self._started.set_exception(exc)
+                self._started.exception()  # raised here; later start() calls raise it again
                 raise
             self._started.set_result(None)
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
+        self.secrets = load_secrets(self.config.secrets_file)  # SecretsFileError names what is wrong
         self.work_dir = Path(tempfile.mkdtemp(prefix="cloaca-sandbox-")) if self._owns_work_dir \
             else Path(self.config.work_dir)  # type: ignore[arg-type]
         self.work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -136,7 +140,8 @@ class AsyncSupervisor:
         package = await self._in_thread(extract_package, archive, self.staging_dir, self.extraction_limits)
         key = package_key(package.name, namespace)
         sandbox = Sandbox(key, package, self.config.limits_for(limits), self.services,
-                          verify=lambda: self._verify(package))
+                          verify=lambda: self._verify(package),
+                          secrets=lambda names: self._secrets_for(key, namespace, names))
         self._loading.add(sandbox)
         self._loads_done.clear()
         try:
@@ -160,6 +165,15 @@ class AsyncSupervisor:
             log.info("replaced %s %s; its sandbox drains", key, previous.package.version)
             self._retire_in_background(previous, previous.sandbox.limits.call_timeout)
         return self.info(loaded)
+
+    def _secrets_for(self, key: str, namespace: str | None, names: list[str]) -> dict[str, dict[str, str]]:
+        """The declared secrets the operator supplied for this package's tenant; no other tenant's."""
+        store = self.secrets.for_tenant(namespace)
+        missing = store.missing(names)
+        if missing:
+            log.warning("package %s declares secrets the secrets file does not supply for its tenant: %s",
+                        key, ", ".join(missing))
+        return store.for_names(names)
 
     async def _verify(self, package: ExtractedPackage) -> None:
         """Before a restart: the extracted tree must still hash to what was accepted."""

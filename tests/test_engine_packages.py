@@ -195,3 +195,35 @@ def test_the_service_lists_and_runs_the_workflow_by_its_engine_name(tmp_path: Pa
             assert json.loads(run.final_context_json) == {"task1": "done", "task2": "done then task2"}
     finally:
         server.stop(grace=1)
+
+
+def test_a_deferred_task_frees_its_sandbox_slot_while_it_waits():
+    archive = package('''
+        import threading
+        import cloaca
+
+        GO = threading.Event()
+
+        @cloaca.task(id="wait_for_go")
+        def wait_for_go(context, handle):
+            handle.defer_until(GO.is_set, poll_interval_ms=10)
+            context.set("resumed", handle.is_slot_held())
+            return context
+
+        @cloaca.task(id="go")
+        def go(context):
+            GO.set()
+            return context
+    ''')
+    from concurrent.futures import ThreadPoolExecutor
+
+    from supervisor.config import PackageLimits, SupervisorConfig
+
+    # One slot: "go" can only run while "wait_for_go" has given its slot back.
+    with Supervisor(SupervisorConfig(call_timeout=60)) as supervisor:
+        supervisor.load(archive, PackageLimits(max_concurrency=1, max_queue=4))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(supervisor.call, "test-fixture-python", "wait_for_go")
+            assert supervisor.call("test-fixture-python", "go").ok
+            result = waiting.result(timeout=60)
+        assert result.ok and result.context == {"resumed": True}

@@ -101,3 +101,77 @@ def test_secrets_file_refusals_name_the_place_never_the_value(tmp_path):
     assert "warehouse.port" in str(caught.value) and PASSWORD not in str(caught.value)
     with pytest.raises(SecretsFileError, match="not valid TOML"):
         SecretStore.parse("[warehouse")
+
+
+# --- delivered to real sandboxes, one tenant's never to another ------------------------------
+
+TENANT_SECRETS = f"""
+[warehouse]
+password = "default-{PASSWORD}"
+
+[tenants.alpha.warehouse]
+password = "alpha-{PASSWORD}"
+
+[tenants.beta.warehouse]
+password = "beta-{PASSWORD}"
+"""
+
+READS_SECRETS = '''
+import os
+import cloaca
+
+@cloaca.workflow_secrets("warehouse")
+@cloaca.task(id="connect")
+def connect(context):
+    password = context.secret_field("warehouse", "password")
+    context.set("tenant", password.split("-")[0])
+    context.set("in_environment", any(password in value for value in os.environ.values()))
+    return context
+
+@cloaca.task(id="peek")
+def peek(context):
+    context.secret("warehouse")  # declared by another task of this package: granted
+    return context
+'''
+
+
+def test_each_tenant_gets_its_own_secrets_over_the_link_and_nothing_leaks(tmp_path, caplog):
+    import json
+
+    from supervisor.client import SupervisorClient
+    from supervisor.edge.server import ServiceConfig
+    from tests.projects import build
+    from tests.servers import ServerThread
+
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(TENANT_SECRETS)
+    secrets.chmod(0o600)
+    keys = tmp_path / "keys"
+    keys.write_text("alpha alpha-key-0123456789abcdef\nbeta beta-key-0123456789abcdef0\n")
+    archive = build(tmp_path, "reads-secrets", READS_SECRETS)
+    server = ServerThread(ServiceConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data", api_keys=keys,
+                                        secrets=secrets))
+    address = server.start()
+    try:
+        for tenant, key in (("alpha", "alpha-key-0123456789abcdef"), ("beta", "beta-key-0123456789abcdef0")):
+            with SupervisorClient(address, key) as client:
+                client.upload(archive)
+                answer = client.call("reads-secrets", "connect")
+                context = json.loads(answer.context_json)
+                assert context == {"tenant": tenant, "in_environment": False}
+                assert PASSWORD.encode() not in answer.context_json
+                assert client.call("reads-secrets", "peek").error.type == ""
+    finally:
+        server.stop()
+    assert PASSWORD not in caplog.text
+
+
+def test_an_open_secrets_file_is_refused(tmp_path):
+    from supervisor.config import SupervisorConfig
+    from supervisor.facade import Supervisor
+
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(TENANT_SECRETS)
+    secrets.chmod(0o644)
+    with pytest.raises(SecretsFileError, match="open to other users"):
+        Supervisor(SupervisorConfig(secrets_file=secrets))

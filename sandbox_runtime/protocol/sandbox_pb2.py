@@ -24,49 +24,65 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sandbox_runtime/protocol/sandbox.proto\x12\x19\x63loaca.sandbox.runtime.v1\"\x11\n\x0f\x44iscoverRequest\"\x9a\x02\n\x10\x44iscoverResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x37\n\tdiscovery\x18\x02 \x01(\x0b\x32$.cloaca.sandbox.runtime.v1.Discovery\x12\x33\n\x05\x65rror\x18\x03 \x01(\x0b\x32$.cloaca.sandbox.runtime.v1.TaskError\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12M\n\tisolation\x18\x05 \x03(\x0b\x32:.cloaca.sandbox.runtime.v1.DiscoverResponse.IsolationEntry\x1a\x30\n\x0eIsolationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x02\n\tDiscovery\x12.\n\x05tasks\x18\x01 \x03(\x0b\x32\x1f.cloaca.sandbox.runtime.v1.Task\x12\x36\n\tworkflows\x18\x02 \x03(\x0b\x32#.cloaca.sandbox.runtime.v1.Workflow\x12\x34\n\x08triggers\x18\x03 \x03(\x0b\x32\".cloaca.sandbox.runtime.v1.Trigger\x12\x34\n\x08problems\x18\x04 \x03(\x0b\x32\".cloaca.sandbox.runtime.v1.Problem\x12\x18\n\x10package_workflow\x18\x05 \x01(\t\x12\x0f\n\x07secrets\x18\x06 \x03(\t\"(\n\x07Problem\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x01\n\x0bRetryPolicy\x12\x10\n\x08\x61ttempts\x18\x01 \x01(\x05\x12\x0f\n\x07\x62\x61\x63koff\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\x03\x12\x14\n\x0cmax_delay_ms\x18\x04 \x01(\x03\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x14\n\x0c\x62\x61\x63koff_base\x18\x06 \x01(\x01\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x07 \x01(\x01\x12\x0e\n\x06jitter\x18\x08 \x01(\x08\x12=\n\nconditions\x18\t \x03(\x0b\x32).cloaca.sandbox.runtime.v1.RetryCondition\"0\n\x0eRetryCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\"\x8c\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65pendencies\x18\x03 \x03(\t\x12\x10\n\x08is_async\x18\x04 \x01(\x08\x12\x11\n\tdocstring\x18\x05 \x01(\t\x12\x10\n\x08workflow\x18\x06 \x01(\t\x12\x35\n\x05retry\x18\x07 \x01(\x0b\x32&.cloaca.sandbox.runtime.v1.RetryPolicy\x12\x19\n\x11trigger_rule_json\x18\x08 \x01(\t\x12\x17\n\x0frequires_handle\x18\t \x01(\x08\x12\x16\n\x0ehas_on_success\x18\n \x01(\x08\x12\x16\n\x0ehas_on_failure\x18\x0b \x01(\x08\"\xdd\x01\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12;\n\x04tags\x18\x03 \x03(\x0b\x32-.cloaca.sandbox.runtime.v1.Workflow.TagsEntry\x12\r\n\x05tasks\x18\x04 \x03(\t\x12\x13\n\x0bparams_json\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x0f\n\x07secrets\x18\x07 \x03(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x07Trigger\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x10\n\x08workflow\x18\x03 \x01(\t\x12\x14\n\x0coptions_json\x18\x04 \x01(\t\"U\n\x0b\x43\x61llRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\"5\n\x05\x46rame\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\"}\n\tTaskError\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x30\n\x06\x66rames\x18\x05 \x03(\x0b\x32 .cloaca.sandbox.runtime.v1.Frame\"l\n\x0e\x43\x61pturedOutput\x12\x0e\n\x06stdout\x18\x01 \x01(\t\x12\x0e\n\x06stderr\x18\x02 \x01(\t\x12\x1c\n\x14stdout_dropped_bytes\x18\x03 \x01(\x04\x12\x1c\n\x14stderr_dropped_bytes\x18\x04 \x01(\x04\"\xc6\x01\n\x0c\x43\x61llResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ontext_json\x18\x03 \x01(\x0c\x12\x33\n\x05\x65rror\x18\x04 \x01(\x0b\x32$.cloaca.sandbox.runtime.v1.TaskError\x12\x39\n\x06output\x18\x05 \x01(\x0b\x32).cloaca.sandbox.runtime.v1.CapturedOutput\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x01\x32\xcc\x01\n\x07Sandbox\x12\x63\n\x08\x44iscover\x12*.cloaca.sandbox.runtime.v1.DiscoverRequest\x1a+.cloaca.sandbox.runtime.v1.DiscoverResponse\x12\\\n\x05\x43\x61lls\x12&.cloaca.sandbox.runtime.v1.CallRequest\x1a\'.cloaca.sandbox.runtime.v1.CallResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sandbox_runtime/protocol/sandbox.proto\x12\x19\x63loaca.sandbox.runtime.v1\"\x82\x01\n\x0cSecretFields\x12\x43\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x33.cloaca.sandbox.runtime.v1.SecretFields.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\x07Secrets\x12@\n\x07secrets\x18\x01 \x03(\x0b\x32/.cloaca.sandbox.runtime.v1.Secrets.SecretsEntry\x12\x10\n\x08\x64\x65\x63lared\x18\x02 \x03(\t\x1aW\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x36\n\x05value\x18\x02 \x01(\x0b\x32\'.cloaca.sandbox.runtime.v1.SecretFields:\x02\x38\x01\"\x0c\n\nSecretsAck\"\x11\n\x0f\x44iscoverRequest\"\x9a\x02\n\x10\x44iscoverResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x37\n\tdiscovery\x18\x02 \x01(\x0b\x32$.cloaca.sandbox.runtime.v1.Discovery\x12\x33\n\x05\x65rror\x18\x03 \x01(\x0b\x32$.cloaca.sandbox.runtime.v1.TaskError\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12M\n\tisolation\x18\x05 \x03(\x0b\x32:.cloaca.sandbox.runtime.v1.DiscoverResponse.IsolationEntry\x1a\x30\n\x0eIsolationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x02\n\tDiscovery\x12.\n\x05tasks\x18\x01 \x03(\x0b\x32\x1f.cloaca.sandbox.runtime.v1.Task\x12\x36\n\tworkflows\x18\x02 \x03(\x0b\x32#.cloaca.sandbox.runtime.v1.Workflow\x12\x34\n\x08triggers\x18\x03 \x03(\x0b\x32\".cloaca.sandbox.runtime.v1.Trigger\x12\x34\n\x08problems\x18\x04 \x03(\x0b\x32\".cloaca.sandbox.runtime.v1.Problem\x12\x18\n\x10package_workflow\x18\x05 \x01(\t\x12\x0f\n\x07secrets\x18\x06 \x03(\t\"(\n\x07Problem\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xef\x01\n\x0bRetryPolicy\x12\x10\n\x08\x61ttempts\x18\x01 \x01(\x05\x12\x0f\n\x07\x62\x61\x63koff\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\x03\x12\x14\n\x0cmax_delay_ms\x18\x04 \x01(\x03\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x14\n\x0c\x62\x61\x63koff_base\x18\x06 \x01(\x01\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x07 \x01(\x01\x12\x0e\n\x06jitter\x18\x08 \x01(\x08\x12=\n\nconditions\x18\t \x03(\x0b\x32).cloaca.sandbox.runtime.v1.RetryCondition\"0\n\x0eRetryCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\"\x8c\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65pendencies\x18\x03 \x03(\t\x12\x10\n\x08is_async\x18\x04 \x01(\x08\x12\x11\n\tdocstring\x18\x05 \x01(\t\x12\x10\n\x08workflow\x18\x06 \x01(\t\x12\x35\n\x05retry\x18\x07 \x01(\x0b\x32&.cloaca.sandbox.runtime.v1.RetryPolicy\x12\x19\n\x11trigger_rule_json\x18\x08 \x01(\t\x12\x17\n\x0frequires_handle\x18\t \x01(\x08\x12\x16\n\x0ehas_on_success\x18\n \x01(\x08\x12\x16\n\x0ehas_on_failure\x18\x0b \x01(\x08\"\xdd\x01\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12;\n\x04tags\x18\x03 \x03(\x0b\x32-.cloaca.sandbox.runtime.v1.Workflow.TagsEntry\x12\r\n\x05tasks\x18\x04 \x03(\t\x12\x13\n\x0bparams_json\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x0f\n\x07secrets\x18\x07 \x03(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x07Trigger\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x10\n\x08workflow\x18\x03 \x01(\t\x12\x14\n\x0coptions_json\x18\x04 \x01(\t\"e\n\x0b\x43\x61llRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\x08\"5\n\x05\x46rame\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\"}\n\tTaskError\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x30\n\x06\x66rames\x18\x05 \x03(\x0b\x32 .cloaca.sandbox.runtime.v1.Frame\"l\n\x0e\x43\x61pturedOutput\x12\x0e\n\x06stdout\x18\x01 \x01(\t\x12\x0e\n\x06stderr\x18\x02 \x01(\t\x12\x1c\n\x14stdout_dropped_bytes\x18\x03 \x01(\x04\x12\x1c\n\x14stderr_dropped_bytes\x18\x04 \x01(\x04\"\xfd\x01\n\x0c\x43\x61llResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ontext_json\x18\x03 \x01(\x0c\x12\x33\n\x05\x65rror\x18\x04 \x01(\x0b\x32$.cloaca.sandbox.runtime.v1.TaskError\x12\x39\n\x06output\x18\x05 \x01(\x0b\x32).cloaca.sandbox.runtime.v1.CapturedOutput\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x01\x12\x35\n\x08progress\x18\x07 \x01(\x0e\x32#.cloaca.sandbox.runtime.v1.Progress*4\n\x08Progress\x12\n\n\x06\x41NSWER\x10\x00\x12\x0c\n\x08\x44\x45\x46\x45RRED\x10\x01\x12\x0e\n\nWANTS_SLOT\x10\x02\x32\xa9\x02\n\x07Sandbox\x12\x63\n\x08\x44iscover\x12*.cloaca.sandbox.runtime.v1.DiscoverRequest\x1a+.cloaca.sandbox.runtime.v1.DiscoverResponse\x12\\\n\x05\x43\x61lls\x12&.cloaca.sandbox.runtime.v1.CallRequest\x1a\'.cloaca.sandbox.runtime.v1.CallResponse(\x01\x30\x01\x12[\n\x0eProvideSecrets\x12\".cloaca.sandbox.runtime.v1.Secrets\x1a%.cloaca.sandbox.runtime.v1.SecretsAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox_runtime.protocol.sandbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SECRETFIELDS_FIELDSENTRY']._loaded_options = None
+  _globals['_SECRETFIELDS_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_SECRETS_SECRETSENTRY']._loaded_options = None
+  _globals['_SECRETS_SECRETSENTRY']._serialized_options = b'8\001'
   _globals['_DISCOVERRESPONSE_ISOLATIONENTRY']._loaded_options = None
   _globals['_DISCOVERRESPONSE_ISOLATIONENTRY']._serialized_options = b'8\001'
   _globals['_WORKFLOW_TAGSENTRY']._loaded_options = None
   _globals['_WORKFLOW_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_DISCOVERREQUEST']._serialized_start=69
-  _globals['_DISCOVERREQUEST']._serialized_end=86
-  _globals['_DISCOVERRESPONSE']._serialized_start=89
-  _globals['_DISCOVERRESPONSE']._serialized_end=371
-  _globals['_DISCOVERRESPONSE_ISOLATIONENTRY']._serialized_start=323
-  _globals['_DISCOVERRESPONSE_ISOLATIONENTRY']._serialized_end=371
-  _globals['_DISCOVERY']._serialized_start=374
-  _globals['_DISCOVERY']._serialized_end=640
-  _globals['_PROBLEM']._serialized_start=642
-  _globals['_PROBLEM']._serialized_end=682
-  _globals['_RETRYPOLICY']._serialized_start=685
-  _globals['_RETRYPOLICY']._serialized_end=924
-  _globals['_RETRYCONDITION']._serialized_start=926
-  _globals['_RETRYCONDITION']._serialized_end=974
-  _globals['_TASK']._serialized_start=977
-  _globals['_TASK']._serialized_end=1245
-  _globals['_WORKFLOW']._serialized_start=1248
-  _globals['_WORKFLOW']._serialized_end=1469
-  _globals['_WORKFLOW_TAGSENTRY']._serialized_start=1426
-  _globals['_WORKFLOW_TAGSENTRY']._serialized_end=1469
-  _globals['_TRIGGER']._serialized_start=1471
-  _globals['_TRIGGER']._serialized_end=1552
-  _globals['_CALLREQUEST']._serialized_start=1554
-  _globals['_CALLREQUEST']._serialized_end=1639
-  _globals['_FRAME']._serialized_start=1641
-  _globals['_FRAME']._serialized_end=1694
-  _globals['_TASKERROR']._serialized_start=1696
-  _globals['_TASKERROR']._serialized_end=1821
-  _globals['_CAPTUREDOUTPUT']._serialized_start=1823
-  _globals['_CAPTUREDOUTPUT']._serialized_end=1931
-  _globals['_CALLRESPONSE']._serialized_start=1934
-  _globals['_CALLRESPONSE']._serialized_end=2132
-  _globals['_SANDBOX']._serialized_start=2135
-  _globals['_SANDBOX']._serialized_end=2339
+  _globals['_PROGRESS']._serialized_start=2537
+  _globals['_PROGRESS']._serialized_end=2589
+  _globals['_SECRETFIELDS']._serialized_start=70
+  _globals['_SECRETFIELDS']._serialized_end=200
+  _globals['_SECRETFIELDS_FIELDSENTRY']._serialized_start=155
+  _globals['_SECRETFIELDS_FIELDSENTRY']._serialized_end=200
+  _globals['_SECRETS']._serialized_start=203
+  _globals['_SECRETS']._serialized_end=385
+  _globals['_SECRETS_SECRETSENTRY']._serialized_start=298
+  _globals['_SECRETS_SECRETSENTRY']._serialized_end=385
+  _globals['_SECRETSACK']._serialized_start=387
+  _globals['_SECRETSACK']._serialized_end=399
+  _globals['_DISCOVERREQUEST']._serialized_start=401
+  _globals['_DISCOVERREQUEST']._serialized_end=418
+  _globals['_DISCOVERRESPONSE']._serialized_start=421
+  _globals['_DISCOVERRESPONSE']._serialized_end=703
+  _globals['_DISCOVERRESPONSE_ISOLATIONENTRY']._serialized_start=655
+  _globals['_DISCOVERRESPONSE_ISOLATIONENTRY']._serialized_end=703
+  _globals['_DISCOVERY']._serialized_start=706
+  _globals['_DISCOVERY']._serialized_end=972
+  _globals['_PROBLEM']._serialized_start=974
+  _globals['_PROBLEM']._serialized_end=1014
+  _globals['_RETRYPOLICY']._serialized_start=1017
+  _globals['_RETRYPOLICY']._serialized_end=1256
+  _globals['_RETRYCONDITION']._serialized_start=1258
+  _globals['_RETRYCONDITION']._serialized_end=1306
+  _globals['_TASK']._serialized_start=1309
+  _globals['_TASK']._serialized_end=1577
+  _globals['_WORKFLOW']._serialized_start=1580
+  _globals['_WORKFLOW']._serialized_end=1801
+  _globals['_WORKFLOW_TAGSENTRY']._serialized_start=1758
+  _globals['_WORKFLOW_TAGSENTRY']._serialized_end=1801
+  _globals['_TRIGGER']._serialized_start=1803
+  _globals['_TRIGGER']._serialized_end=1884
+  _globals['_CALLREQUEST']._serialized_start=1886
+  _globals['_CALLREQUEST']._serialized_end=1987
+  _globals['_FRAME']._serialized_start=1989
+  _globals['_FRAME']._serialized_end=2042
+  _globals['_TASKERROR']._serialized_start=2044
+  _globals['_TASKERROR']._serialized_end=2169
+  _globals['_CAPTUREDOUTPUT']._serialized_start=2171
+  _globals['_CAPTUREDOUTPUT']._serialized_end=2279
+  _globals['_CALLRESPONSE']._serialized_start=2282
+  _globals['_CALLRESPONSE']._serialized_end=2535
+  _globals['_SANDBOX']._serialized_start=2592
+  _globals['_SANDBOX']._serialized_end=2889
 # @@protoc_insertion_point(module_scope)

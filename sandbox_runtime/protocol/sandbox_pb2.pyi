@@ -1,10 +1,52 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Progress(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANSWER: _ClassVar[Progress]
+    DEFERRED: _ClassVar[Progress]
+    WANTS_SLOT: _ClassVar[Progress]
+ANSWER: Progress
+DEFERRED: Progress
+WANTS_SLOT: Progress
+
+class SecretFields(_message.Message):
+    __slots__ = ("fields",)
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Secrets(_message.Message):
+    __slots__ = ("secrets", "declared")
+    class SecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SecretFields
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SecretFields, _Mapping]] = ...) -> None: ...
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_FIELD_NUMBER: _ClassVar[int]
+    secrets: _containers.MessageMap[str, SecretFields]
+    declared: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, secrets: _Optional[_Mapping[str, SecretFields]] = ..., declared: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SecretsAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class DiscoverRequest(_message.Message):
     __slots__ = ()
@@ -149,16 +191,18 @@ class Trigger(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function: _Optional[str] = ..., workflow: _Optional[str] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("call_id", "task_id", "context_json", "cancel")
+    __slots__ = ("call_id", "task_id", "context_json", "cancel", "resume")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     task_id: str
     context_json: bytes
     cancel: bool
-    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ..., cancel: _Optional[bool] = ...) -> None: ...
+    resume: bool
+    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ..., cancel: _Optional[bool] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("file", "line", "function")
@@ -197,17 +241,19 @@ class CapturedOutput(_message.Message):
     def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_dropped_bytes: _Optional[int] = ..., stderr_dropped_bytes: _Optional[int] = ...) -> None: ...
 
 class CallResponse(_message.Message):
-    __slots__ = ("call_id", "ok", "context_json", "error", "output", "duration_ms")
+    __slots__ = ("call_id", "ok", "context_json", "error", "output", "duration_ms", "progress")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     ok: bool
     context_json: bytes
     error: TaskError
     output: CapturedOutput
     duration_ms: float
-    def __init__(self, call_id: _Optional[int] = ..., ok: _Optional[bool] = ..., context_json: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., output: _Optional[_Union[CapturedOutput, _Mapping]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+    progress: Progress
+    def __init__(self, call_id: _Optional[int] = ..., ok: _Optional[bool] = ..., context_json: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., output: _Optional[_Union[CapturedOutput, _Mapping]] = ..., duration_ms: _Optional[float] = ..., progress: _Optional[_Union[Progress, str]] = ...) -> None: ...

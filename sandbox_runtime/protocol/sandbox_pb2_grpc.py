@@ -44,6 +44,11 @@ class SandboxStub:
                 request_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallRequest.SerializeToString,
                 response_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallResponse.FromString,
                 _registered_method=True)
+        self.ProvideSecrets = channel.unary_unary(
+                '/cloaca.sandbox.runtime.v1.Sandbox/ProvideSecrets',
+                request_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.Secrets.SerializeToString,
+                response_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.SecretsAck.FromString,
+                _registered_method=True)
 
 
 class SandboxServicer:
@@ -64,6 +69,14 @@ class SandboxServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProvideSecrets(self, request, context):
+        """The secrets this package declared (workflow_secrets) that the operator supplied,
+        sent once after Discover and before any call; the sandbox keeps them in memory only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_SandboxServicer_to_server(servicer, server):
                     servicer.Calls,
                     request_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallRequest.FromString,
                     response_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallResponse.SerializeToString,
+            ),
+            'ProvideSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvideSecrets,
+                    request_deserializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.Secrets.FromString,
+                    response_serializer=sandbox__runtime_dot_protocol_dot_sandbox__pb2.SecretsAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class Sandbox:
             '/cloaca.sandbox.runtime.v1.Sandbox/Calls',
             sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallRequest.SerializeToString,
             sandbox__runtime_dot_protocol_dot_sandbox__pb2.CallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvideSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloaca.sandbox.runtime.v1.Sandbox/ProvideSecrets',
+            sandbox__runtime_dot_protocol_dot_sandbox__pb2.Secrets.SerializeToString,
+            sandbox__runtime_dot_protocol_dot_sandbox__pb2.SecretsAck.FromString,
             options,
             channel_credentials,
             insecure,

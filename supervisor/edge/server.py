@@ -52,6 +52,7 @@ class ServiceConfig(BaseModel):
     launcher: LauncherKind = LauncherKind.ZYGOTE
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    secrets: Path | None = None
     watch_interval: float = Field(default=1.0, gt=0)
     tenant_requests: int = Field(default=256, ge=1, description="requests one tenant may have in progress")
     tenant_uploads: int = Field(default=8, ge=1, description="uploads one tenant may have in progress")
@@ -62,7 +63,7 @@ class ServiceConfig(BaseModel):
             work_dir=self.data_dir / "work", import_timeout=self.import_timeout, call_timeout=self.call_timeout,
             memory_limit_mib=self.memory_limit_mib, max_concurrency=self.max_concurrency, max_queue=self.max_queue,
             max_context_mib=self.max_context_mib, scratch_mib=self.scratch_mib, network=self.network,
-            isolation=self.isolation, launcher=self.launcher)
+            isolation=self.isolation, launcher=self.launcher, secrets_file=self.secrets)
 
 
 class ConfigError(ValueError):

@@ -169,9 +169,11 @@ class Sandbox:
     """A package's sandbox: the owner of its incarnations' lifecycle, and the admission of its calls."""
 
     def __init__(self, key: str, package: ExtractedPackage, limits: EffectiveLimits, services: SandboxServices,
-                 verify: Callable[[], Awaitable[None]] | None = None) -> None:
+                 verify: Callable[[], Awaitable[None]] | None = None,
+                 secrets: Callable[[list[str]], dict[str, dict[str, str]]] | None = None) -> None:
         self.key = key
         self.verify = verify  # checks the package's files before every restart; raises IntegrityError
+        self.secrets = secrets  # the declared secrets the operator supplied, for this package's tenant
         self.package = package
         self.limits = limits
         self.services = services
@@ -291,6 +293,10 @@ class Sandbox:
                 error = error_from_proto(answer.error)
                 raise DiscoveryError(f"importing the entry module failed: {error}", error.traceback)
             discovery = discovery_from_proto(answer.discovery)
+            if discovery.secrets:
+                supplied = self.secrets(discovery.secrets) if self.secrets is not None else {}
+                await link.provide_secrets(supplied, list(discovery.secrets),
+                                           timeout=max(1.0, deadline - loop.time()))
             link.open_calls()
         except BaseException as exc:
             if process is not None:
@@ -542,12 +548,13 @@ class Sandbox:
                 if incarnation is None:
                     return self._result(task_id, started, error=TaskError(
                         TIMEOUT, "TimeoutError", f"task {task_id!r} waited {timeout:g}s for its sandbox and never ran"))
+                slot = CallSlot(self, incarnation)
                 try:
-                    return await self._send(incarnation, task_id, context_json, timeout, deadline, started)
+                    return await self._send(incarnation, slot, task_id, context_json, timeout, deadline, started)
                 except LinkBroken:
                     continue  # never sent: wait for the next incarnation
                 finally:
-                    self._release(incarnation)
+                    slot.close()
         finally:
             self._admitted -= 1
 
@@ -593,9 +600,10 @@ class Sandbox:
         if self._waiters:
             self._wake()
 
-    async def _send(self, incarnation: Incarnation, task_id: str, context_json: bytes, timeout: float,
-                    deadline: float, started: float) -> CallResult:
-        call_id, future = await incarnation.link.call(task_id, context_json)
+    async def _send(self, incarnation: Incarnation, slot: "CallSlot", task_id: str, context_json: bytes,
+                    timeout: float, deadline: float, started: float) -> CallResult:
+        call_id, future = await incarnation.link.call(task_id, context_json, on_progress=slot.progress)
+        slot.call_id = call_id
         try:
             async with asyncio.timeout_at(deadline):
                 response = await asyncio.shield(future)
@@ -698,6 +706,50 @@ class Sandbox:
                 self._stop_deadline.cancel()
             self.state = State.STOPPED
             self._stopped.set()
+
+
+class CallSlot:
+    """The slot one call holds on its incarnation; a deferred task gives it back and takes one again.
+
+    DEFERRED: the slot is released (another call may run meanwhile). WANTS_SLOT:
+    the task's condition holds; once the incarnation has a free slot the call takes
+    it and the sandbox is told to go on.
+    """
+
+    def __init__(self, sandbox: "Sandbox", incarnation: Incarnation) -> None:
+        self.sandbox = sandbox
+        self.incarnation = incarnation
+        self.held = True
+        self.call_id = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """The call is over (answered or abandoned): give the slot back for good."""
+        self.closed = True
+        self.release()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.sandbox._release(self.incarnation)
+
+    def progress(self, step: int) -> None:
+        if step == pb.DEFERRED:
+            self.release()
+        elif step == pb.WANTS_SLOT and not self.held:
+            asyncio.get_running_loop().create_task(self._take_again())
+
+    async def _take_again(self) -> None:
+        incarnation, limit = self.incarnation, self.sandbox.limits.max_concurrency
+        loop = asyncio.get_running_loop()
+        while incarnation.running >= limit and incarnation.alive and not incarnation.link.broken and not self.closed:
+            waiter = loop.create_future()
+            self.sandbox._waiters.append(waiter)
+            await waiter
+        if incarnation.alive and not incarnation.link.broken and not self.closed:
+            incarnation.running += 1
+            self.held = True
+            incarnation.link.resume(self.call_id)
 
 
 class SandboxGone(Exception):

@@ -97,6 +97,7 @@ class SandboxLink:
         self._stub = sandbox_pb2_grpc.SandboxStub(self._channel)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[pb.CallResponse]] = {}
+        self._progress: dict[int, Callable[[int], None]] = {}  # call id -> what a deferral step does
         self._stream: grpc.aio.StreamStreamCall | None = None
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
@@ -128,6 +129,12 @@ class SandboxLink:
                 response = await stream.read()
                 if response is grpc.aio.EOF:
                     break
+                if response.progress != pb.ANSWER:
+                    on_progress = self._progress.get(response.call_id)
+                    if on_progress is not None:
+                        on_progress(response.progress)
+                    continue
+                self._progress.pop(response.call_id, None)
                 future = self._pending.pop(response.call_id, None)
                 if future is not None and not future.done():
                     future.set_result(response)
@@ -150,36 +157,58 @@ class SandboxLink:
     def usable(self) -> bool:
         return self.broken is None and self._stream is not None
 
-    async def call(self, task_id: str, context_json: bytes) -> tuple[int, asyncio.Future[pb.CallResponse]]:
-        """Send a call; returns its id and the future of its answer. LinkBroken(sent=False) if the link is down."""
+    async def call(self, task_id: str, context_json: bytes,
+                   on_progress: Callable[[int], None] | None = None) -> tuple[int, asyncio.Future[pb.CallResponse]]:
+        """Send a call; returns its id and the future of its answer. LinkBroken if the link is down (nothing sent).
+
+        `on_progress(step)` hears the steps of a deferral (pb.DEFERRED, pb.WANTS_SLOT) before the answer.
+        """
         if not self.usable:
             raise LinkBroken(self.broken or "the call stream is not open")
         call_id = next(self._ids)
         future: asyncio.Future[pb.CallResponse] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
+        if on_progress is not None:
+            self._progress[call_id] = on_progress
         try:
             async with self._write_lock:
                 assert self._stream is not None
                 await self._stream.write(pb.CallRequest(call_id=call_id, task_id=task_id, context_json=context_json))
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             self._pending.pop(call_id, None)
+            self._progress.pop(call_id, None)
             raise LinkBroken(f"could not send the call: {exc}") from None
         return call_id, future
 
+    def resume(self, call_id: int) -> None:
+        """A deferred call has its slot again: let it go on."""
+        self._send_soon(pb.CallRequest(call_id=call_id, resume=True))
+
+    async def provide_secrets(self, secrets: dict[str, dict[str, str]], declared: list[str], timeout: float) -> None:
+        message = pb.Secrets(declared=declared)
+        for name, fields in secrets.items():
+            message.secrets[name].fields.update(fields)
+        await self._stub.ProvideSecrets(message, timeout=timeout, metadata=self._metadata)
+
     def cancel(self, call_id: int) -> None:
         """Ask the sandbox to cancel a call (its answer, "cancelled" or not, still resolves the future)."""
-        if self.usable and call_id in self._pending:
-            asyncio.get_running_loop().create_task(self._send_cancel(call_id))
+        if call_id in self._pending:
+            self._send_soon(pb.CallRequest(call_id=call_id, cancel=True))
 
-    async def _send_cancel(self, call_id: int) -> None:
+    def _send_soon(self, request: pb.CallRequest) -> None:
+        if self.usable:
+            asyncio.get_running_loop().create_task(self._send(request))
+
+    async def _send(self, request: pb.CallRequest) -> None:
         try:
             async with self._write_lock:
                 assert self._stream is not None
-                await self._stream.write(pb.CallRequest(call_id=call_id, cancel=True))
-        except Exception:  # noqa: BLE001 - a cancel that cannot be sent changes nothing
+                await self._stream.write(request)
+        except Exception:  # noqa: BLE001 - the link broke: its owner hears of it from the reader
             pass
 
     def fail_all(self, error: Exception) -> None:
+        self._progress.clear()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
