@@ -32,7 +32,19 @@ import subprocess
 import sys
 import time
 
+import functools
+
 import cloaca
+
+
+def answers(task):
+    """A task answers with its (changed) context: returning None would mean "no change"."""
+    @functools.wraps(task)
+    def answering(context):
+        task(context)
+        return context
+    return answering
+
 
 # What this package shares with the fresh, single-threaded interpreters it starts (`script`). A task's
 # own process runs grpc's threads, and os.fork() there runs grpc's fork handlers: each child starts
@@ -133,6 +145,7 @@ def read_path(path, markers):
 
 
 @cloaca.task(id="ping")
+@answers
 def ping(context):
     context.set("pong", True)
     context.set("pid", os.getpid())
@@ -140,12 +153,14 @@ def ping(context):
 
 
 @cloaca.task(id="crash")
+@answers
 def crash(context):
     """Die: the sandbox's next incarnation is a fresh fork of the zygote."""
     os._exit(3)
 
 
 @cloaca.task(id="read_paths")
+@answers
 def read_paths(context):
     """Read files (the first 256 KiB) or list directories the test names; report any marker seen."""
     markers = context.get("markers", [])
@@ -154,6 +169,7 @@ def read_paths(context):
 
 
 @cloaca.task(id="scan_proc")
+@answers
 def scan_proc(context):
     """Every process this sandbox can see, its command line and environment; markers found anywhere."""
     markers = context.get("markers", [])
@@ -204,6 +220,7 @@ def try_write(path, how):
 
 
 @cloaca.task(id="write_paths")
+@answers
 def write_paths(context):
     """[path, how] pairs from the test, then the runtime, stdlib and own tree as this sandbox finds them."""
     import cloaca as runtime_cloaca
@@ -239,6 +256,7 @@ def write_paths(context):
 
 
 @cloaca.task(id="signals")
+@answers
 def signals(context):
     """Kill the supervisor, pid 1, every pid up to a bound, and other tenants' process groups."""
     host_pids = context.get("host_pids", {})
@@ -298,6 +316,7 @@ print(json.dumps(out))
 
 
 @cloaca.task(id="other_processes")
+@answers
 def other_processes(context):
     """Another sandbox's (or the supervisor's) memory through /proc/PID/mem, PTRACE_ATTACH, process_vm_readv."""
     results = {}
@@ -392,6 +411,7 @@ def vsock_bind(port):
 
 
 @cloaca.task(id="network")
+@answers
 def network(context):
     """Other sandboxes' sockets, loopback and Internet TCP/UDP, abstract Unix sockets, vsock."""
     results = {}
@@ -485,6 +505,7 @@ print(json.dumps(out))
 
 
 @cloaca.task(id="syscalls")
+@answers
 def syscalls(context):
     """The system calls that would undo confinement, tried in a fresh single-threaded process (unshare
     refuses a threaded caller whatever the filter says)."""
@@ -495,6 +516,7 @@ def syscalls(context):
 
 
 @cloaca.task(id="machine")
+@answers
 def machine(context):
     """/dev, /proc/sys, sysrq, /etc/shadow, setuid binaries, TIOCSTI: the machine's own soft spots."""
     results = {}
@@ -544,6 +566,7 @@ def machine(context):
 
 
 @cloaca.task(id="links")
+@answers
 def links(context):
     """Symlink and hard-link tricks in its writable places, aimed at its own tree and at host paths."""
     own = sorted(glob.glob("/package/**/*.py", recursive=True))[0]
@@ -574,6 +597,7 @@ def links(context):
 
 
 @cloaca.task(id="fill")
+@answers
 def fill(context):
     """Write up to `mib` MiB into each directory in turn, 1 MiB at a time; the file is removed after."""
     limit = int(context.get("mib", 64))
@@ -639,6 +663,7 @@ print(json.dumps({"daemon_pid": int(pid), "escape": json.loads(escape or "{}")})
 
 
 @cloaca.task(id="leave_daemon")
+@answers
 def leave_daemon(context):
     """Move into the root cgroup, and leave a process in a session of its own that outlives the call."""
     report = script(DAEMON, float(context.get("seconds", 60)))
@@ -672,6 +697,7 @@ print(json.dumps({"forked": len(children), "error": error}))
 
 
 @cloaca.task(id="fork_bomb")
+@answers
 def fork_bomb(context):
     """Fork until refused, at most `limit` times; each child waits for the parent (10 s at most)."""
     for key, value in script(BOMB, int(context.get("limit", 200))).items():
@@ -682,6 +708,7 @@ HOARD = []
 
 
 @cloaca.task(id="hoard_inotify")
+@answers
 def hoard_inotify(context):
     """Take every inotify instance this uid may have (a kernel-wide count per uid) and keep them."""
     error = None
@@ -698,12 +725,14 @@ def hoard_inotify(context):
 
 
 @cloaca.task(id="release")
+@answers
 def release(context):
     while HOARD:
         os.close(HOARD.pop())
 
 
 @cloaca.task(id="memory_residue")
+@answers
 def memory_residue(context):
     """Look through this process's memory (inherited from the zygote) for other sandboxes' secrets.
 
@@ -753,6 +782,7 @@ def answer(context):
     context.set("digest", hashlib.sha256(SECRET.encode()).hexdigest())
     context.set("patched", os.environ.get("PWNED_BY_MALLORY", "no"))
     context.set("db_password_set", cloaca.var_or("LEDGER_DB_PASSWORD", None) is not None)
+    return context
 
 
 @cloaca.task(id="watch")
@@ -765,6 +795,7 @@ def watch(context):
     else:
         os.close(fd)
         context.set("inotify", "ok")
+    return context
 '''
 
 # Rewrites the isolation report its own sandbox sends with the discovery answer: the report is
