@@ -129,7 +129,7 @@ def command_serve(args: argparse.Namespace) -> int:
             call_timeout=args.call_timeout, memory_limit_mib=args.memory_limit or None,
             max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_context_mib=args.max_context_mib,
             isolation=args.isolation, network=args.network, scratch_mib=args.scratch_mib,
-            secrets=args.secrets and Path(args.secrets),
+            secrets=args.secrets and Path(args.secrets), vars=args.vars and Path(args.vars),
             tls_cert=args.tls_cert and Path(args.tls_cert), tls_key=args.tls_key and Path(args.tls_key))
         server = SupervisorServer(config)
     except (ConfigError, ValueError) as exc:
@@ -142,6 +142,7 @@ async def _serve(server: Any, config: Any, grace: float) -> int:
     from supervisor.edge.server import ConfigError
     from supervisor.sandboxes.isolation import IsolationUnavailable
     from supervisor.secrets import SecretsFileError
+    from supervisor.variables import VariablesFileError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,7 +150,7 @@ async def _serve(server: Any, config: Any, grace: float) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-    except (ConfigError, IsolationUnavailable, SecretsFileError, OSError) as exc:
+    except (ConfigError, IsolationUnavailable, SecretsFileError, VariablesFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop(0)
         return EXIT_USAGE
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="size of each sandbox's writable home and temp dir")
     serve.add_argument("--secrets", default=_env("SECRETS"), metavar="FILE",
                        help="the operator's secrets (TOML, mode 0600): a package receives the ones it declares")
+    serve.add_argument("--vars", default=_env("VARS"), metavar="FILE",
+                       help="configuration variables per tenant (TOML); the service's own CLOACINA_VAR_* "
+                            "go to the default tenant only")
     serve.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="FILE")
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="FILE")
     serve.add_argument("--grace", type=float, default=_env("GRACE", 30.0, float), metavar="SECONDS",

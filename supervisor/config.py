@@ -81,6 +81,7 @@ class SupervisorConfig(BaseModel):
                                 description="how long a cancelled async task may take to stop before its "
                                             "sandbox is replaced")
     secrets_file: Path | None = Field(default=None, description="the operator's secrets (TOML, mode 0600)")
+    vars_file: Path | None = Field(default=None, description="configuration variables per tenant (TOML)")
     sandbox_uid_base: int = Field(default=1_800_000_000, ge=1000, lt=2**32 - 65536,
                                   description="first host uid given to sandboxes when the service runs as root")
 

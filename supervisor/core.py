@@ -44,6 +44,7 @@ from supervisor.results import (
 )
 from supervisor.sandboxes.lifecycle import Sandbox, State
 from supervisor.secrets import SecretStore, load_secrets
+from supervisor.variables import Variables
 from supervisor.sandboxes.services import SandboxServices, open_services
 from supervisor.workflows import workflow_plan
 
@@ -76,11 +77,13 @@ class AsyncSupervisor:
         self.services: SandboxServices | None = None
         self._packages: dict[str, LoadedPackage] = {}
         self._retiring: dict[asyncio.Task[None], Sandbox] = {}  # replaced packages, draining
-        self._loading: set[Sandbox] = set()
+        self._loading: set[Sandbox] = set()  # sandboxes of loads under way, stopped by close()
+        self._loads_in_flight = 0
         self._loads_done = asyncio.Event()
         self._blocking = ThreadPoolExecutor(max_workers=4, thread_name_prefix="supervisor-io")
         self._monitor: asyncio.Task[None] | None = None
         self.secrets = SecretStore()
+        self.variables = Variables()
         self._started: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -101,6 +104,7 @@ class AsyncSupervisor:
 
     async def _start(self) -> None:
         self.secrets = load_secrets(self.config.secrets_file)  # SecretsFileError names what is wrong
+        self.variables = Variables.load(self.config.vars_file)  # VariablesFileError likewise
         self.work_dir = Path(tempfile.mkdtemp(prefix="cloaca-sandbox-")) if self._owns_work_dir \
             else Path(self.config.work_dir)  # type: ignore[arg-type]
         self.work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -137,13 +141,28 @@ class AsyncSupervisor:
         self._check_open()
         await self.start()
         assert self.services is not None
+        self._loads_in_flight += 1
+        self._loads_done.clear()
+        try:
+            return await self._load(archive, limits, namespace, check)
+        finally:
+            self._loads_in_flight -= 1
+            if not self._loads_in_flight:
+                self._loads_done.set()
+
+    async def _load(self, archive: bytes | str | os.PathLike[str], limits: PackageLimits | None,
+                    namespace: str | None, check: Callable[[ExtractedPackage], None] | None) -> PackageInfo:
+        assert self.services is not None
         package = await self._in_thread(extract_package, archive, self.staging_dir, self.extraction_limits)
+        if self._closed:
+            await self._in_thread(package.remove)
+            self._check_open()
         key = package_key(package.name, namespace)
         sandbox = Sandbox(key, package, self.config.limits_for(limits), self.services,
                           verify=lambda: self._verify(package),
-                          secrets=lambda names: self._secrets_for(key, namespace, names))
+                          secrets=lambda names: self._secrets_for(key, namespace, names),
+                          variables=lambda: self.variables.environment(namespace))
         self._loading.add(sandbox)
-        self._loads_done.clear()
         try:
             if check is not None:
                 await self._in_thread(check, package)
@@ -155,8 +174,6 @@ class AsyncSupervisor:
             raise
         finally:
             self._loading.discard(sandbox)
-            if not self._loading:
-                self._loads_done.set()
         loaded = LoadedPackage(key, namespace, package, sandbox, discovery)
         previous = self._packages.get(key)
         self._packages[key] = loaded
@@ -312,8 +329,8 @@ class AsyncSupervisor:
                              *(sandbox.stop(self.config.stop_grace) for _, sandbox in retiring),
                              return_exceptions=True)
         await asyncio.gather(*(task for task, _ in retiring), return_exceptions=True)
-        if self._loading:
-            await self._loads_done.wait()
+        if self._loads_in_flight:
+            await self._loads_done.wait()  # each sees the supervisor closed, and leaves nothing
         if self.services is not None:
             await self.services.close()
         self._blocking.shutdown(wait=True)

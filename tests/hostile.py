@@ -228,7 +228,6 @@ def write_paths(context):
     import sandbox_runtime
 
     attempts = [tuple(pair) for pair in context.get("targets", [])]
-    runtime_dir = next((p for p in sys.path if p.rstrip("/").endswith("/runtime")), None)
     own = sorted(glob.glob("/package/**/*.py", recursive=True))
     attempts += [
         (runtime_cloaca.__file__, "probe"), (sandbox_runtime.__file__, "probe"), (grpc.__file__, "probe"),
@@ -236,9 +235,8 @@ def write_paths(context):
         (os.__file__, "probe"), (json.__file__, "probe"), (os.path.dirname(os.__file__), "create"),
         (sys.executable, "probe"), ("/usr/lib", "create"), ("/etc", "create"), ("/", "create"),
     ]
-    if runtime_dir is not None:
-        attempts += [(os.path.join(runtime_dir, "cloaca", "__init__.py"), "probe"), (runtime_dir, "create"),
-                     (os.path.join(runtime_dir, "sandbox_runtime", "start.py"), "probe")]
+    # The directories the runtime's modules are found under (its sys.path entries after the package's).
+    attempts += [(entry, "create") for entry in sys.path if entry and not entry.startswith("/package")]
     # Every module already imported (the zygote's preloads: the runtime, grpc, protobuf, the stdlib).
     loaded = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
     attempts += [(path, "probe") for path in loaded]

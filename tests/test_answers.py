@@ -225,21 +225,22 @@ def test_bad_contexts_are_refused_with_a_reason(supervisor):
 
 
 def test_close_racing_a_load_leaves_nothing_running(awkward):
-    before = {process.pid for process in psutil.Process().children(recursive=True)}
-
-    async def main() -> None:
+    async def main() -> tuple[int, list[Path]]:
         supervisor = AsyncSupervisor()
         await supervisor.start()
+        services = supervisor.services
         load = asyncio.ensure_future(supervisor.load(awkward))
         await asyncio.sleep(0)  # the load is under way
         await supervisor.close()
         with pytest.raises(Exception):
             await load
         assert supervisor.packages() == []
+        groups = [parent[0] for parent in (services.cgroups.memory_parent, services.cgroups.pids_parent) if parent]
+        return services.launcher.zygote_pid, groups
 
-    asyncio.run(main())
-    leftovers = [process for process in psutil.Process().children(recursive=True) if process.pid not in before]
-    assert [process for process in leftovers if process.status() != psutil.STATUS_ZOMBIE] == []
+    zygote, groups = asyncio.run(main())
+    wait_gone(zygote)  # every sandbox it forked dies with it
+    assert [group for group in groups if group.exists()] == []  # and no process is left in their cgroups
 
 
 def test_shutdown_does_not_wait_for_a_draining_replacement(awkward, tmp_path):
@@ -307,19 +308,27 @@ def test_timeout_seconds_that_is_not_a_number_of_seconds(service):
         assert client.call("awkward", "echo").status == pb.COMPLETED
 
 
+def _call_with_deadline(client: SupervisorClient, task: str, seconds: float) -> str:
+    """A call whose client deadline is the least of its limits: the client's own deadline, or the
+    service's timeout answer given right at it, whichever reaches the client first."""
+    try:
+        answer = client.stub.CallTask(pb.CallTaskRequest(package="awkward", task=task),
+                                      metadata=client.metadata, timeout=seconds)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, exc
+        return "deadline exceeded"
+    assert answer.error.kind == "timeout", answer
+    return "timeout answer"
+
+
 def test_a_client_that_leaves_frees_its_slot_at_once(service):
     server, address = service
     with SupervisorClient(address, KEYS["alpha"]) as client:
         pid = client.get("awkward").pid
-        with pytest.raises(grpc.RpcError) as caught:  # an async task: cancelled in the sandbox
-            client.stub.CallTask(pb.CallTaskRequest(package="awkward", task="async_sleep"),
-                                 metadata=client.metadata, timeout=1)
-        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        _call_with_deadline(client, "async_sleep", 1)  # an async task: cancelled in the sandbox
         assert client.call("awkward", "echo", timeout=30).status == pb.COMPLETED  # the one slot is free
         assert client.get("awkward").pid == pid  # and the sandbox was not replaced for it
-        with pytest.raises(grpc.RpcError):  # a sync task cannot be cancelled: its sandbox is replaced
-            client.stub.CallTask(pb.CallTaskRequest(package="awkward", task="spin"),
-                                 metadata=client.metadata, timeout=1)
+        _call_with_deadline(client, "spin", 1)  # a sync task cannot be cancelled: its sandbox is replaced
         assert client.call("awkward", "echo", timeout=30).status == pb.COMPLETED
         wait_gone(pid)
 

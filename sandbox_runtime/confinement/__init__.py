@@ -242,5 +242,9 @@ def confine(plan: Plan) -> Report:
         report.layers[USER] = "n/a (a uid of its own instead)"
     for layer in LAYERS:
         report.layers.setdefault(layer, "off (not requested)")
+    failed = [f"{layer} {report.layers[layer]}" for layer in plan.required
+              if not report.layers[layer].startswith(("on", "n/a"))]
+    if failed:
+        raise ConfinementError("required layers do not hold: " + ", ".join(failed))
     sys.stdout.flush()
     return report

@@ -5,8 +5,10 @@ and systemd's filters). The filter allows by default and denies a list in the sp
 of Docker's default profile: debugging and memory access across processes, mounts
 and namespaces (so a task cannot undo its confinement), kernel modules, keyrings,
 BPF, perf, io_uring, time, swap, reboot. `clone` is refused only when it asks for a
-new namespace, `clone3` answers ENOSYS so the C library falls back to `clone`, and
-the terminal ioctls that inject input are refused. System calls of a foreign
+new namespace, `clone3` answers ENOSYS so the C library falls back to `clone`, the
+terminal ioctls that inject input are refused, and so are sockets of the families a
+network namespace does not confine (AF_VSOCK reaches the hypervisor and other VMs)
+or that only widen the kernel's surface (AF_ALG, AF_XDP, AF_KEY, ...). System calls of a foreign
 architecture (the i386 ABI on x86_64) kill the process, libseccomp's default.
 """
 
@@ -31,6 +33,13 @@ DENIED = (
     "io_uring_setup", "io_uring_enter", "io_uring_register",
 )
 
+# Socket families a network namespace does not confine (vsock reaches the hypervisor and other VMs)
+# or that only widen the kernel's surface: refused with EAFNOSUPPORT, as if not built in.
+_REFUSED_FAMILIES = {
+    "AF_KEY": 15, "AF_RDS": 21, "AF_CAN": 29, "AF_TIPC": 30, "AF_BLUETOOTH": 31, "AF_IEEE802154": 36,
+    "AF_ALG": 38, "AF_NFC": 39, "AF_VSOCK": 40, "AF_KCM": 41, "AF_QIPCRTR": 42, "AF_SMC": 43, "AF_XDP": 44,
+    "AF_MCTP": 45,
+}
 _NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
 _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 
@@ -60,6 +69,10 @@ def install() -> int:
         count += 1
     except (ValueError, OSError):
         pass
+    no_family = seccomp.ERRNO(errno.EAFNOSUPPORT)
+    for family in _REFUSED_FAMILIES.values():
+        rules.add_rule(no_family, "socket", seccomp.Arg(0, seccomp.EQ, family))
+        count += 1
     for request in (_TIOCSTI, _TIOCLINUX):
         rules.add_rule(deny, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
         count += 1

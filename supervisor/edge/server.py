@@ -53,6 +53,7 @@ class ServiceConfig(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     secrets: Path | None = None
+    vars: Path | None = None
     watch_interval: float = Field(default=1.0, gt=0)
     tenant_requests: int = Field(default=256, ge=1, description="requests one tenant may have in progress")
     tenant_uploads: int = Field(default=8, ge=1, description="uploads one tenant may have in progress")
@@ -63,7 +64,8 @@ class ServiceConfig(BaseModel):
             work_dir=self.data_dir / "work", import_timeout=self.import_timeout, call_timeout=self.call_timeout,
             memory_limit_mib=self.memory_limit_mib, max_concurrency=self.max_concurrency, max_queue=self.max_queue,
             max_context_mib=self.max_context_mib, scratch_mib=self.scratch_mib, network=self.network,
-            isolation=self.isolation, launcher=self.launcher, secrets_file=self.secrets)
+            isolation=self.isolation, launcher=self.launcher, secrets_file=self.secrets,
+            vars_file=self.vars)
 
 
 class ConfigError(ValueError):
@@ -101,6 +103,10 @@ class SupervisorServer:
                               "could run code. Give --api-keys FILE, or listen on 127.0.0.1")
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        if config.network and keys is None:
+            raise ConfigError("--network gives sandboxes the host's network, loopback included, where this "
+                              "service answers anyone without API keys: a package could call, replace and unload "
+                              "every package. Give --api-keys FILE too")
         self.config = config
         self.keys = keys
         self.host: PackageHost | None = None

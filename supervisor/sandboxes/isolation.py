@@ -20,8 +20,10 @@ name layers to treat as missing in CLOACA_SANDBOX_SIMULATE_MISSING_LAYERS
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,25 +96,45 @@ def _passable_by_others(path: str) -> bool:
 
 
 class UidPool:
-    """Distinct unprivileged uids for sandboxes when the service runs as root; reused once freed."""
+    """Distinct unprivileged uids for sandboxes when the service runs as root.
 
-    def __init__(self, base: int, size: int) -> None:
+    Every supervisor on the host draws from the same range, so a uid is taken by
+    holding an exclusive lock (flock) on a file named after it in a root-only
+    directory: no two sandboxes of any supervisors share a uid (and with it the
+    kernel's per-uid limits), and a supervisor that dies frees its uids with its
+    locks.
+    """
+
+    LOCK_DIR = Path("/run/cloaca-sandbox/uids")
+
+    def __init__(self, base: int, size: int, lock_dir: Path | None = None) -> None:
         self.base = base
         self.size = size
-        self._free: list[int] = []
-        self._next = 0
+        self.lock_dir = lock_dir or self.LOCK_DIR
+        self._held: dict[int, int] = {}  # uid -> the fd holding its lock
+        self._next = secrets.randbelow(size)  # start apart from other supervisors
 
     def allocate(self) -> int:
-        if self._free:
-            return self._free.pop()
-        if self._next >= self.size:
-            raise RuntimeError(f"all {self.size} sandbox uids from {self.base} are in use")
-        self._next += 1
-        return self.base + self._next - 1
+        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for step in range(self.size):
+            uid = self.base + (self._next + step) % self.size
+            if uid in self._held:
+                continue
+            fd = os.open(self.lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._held[uid] = fd
+            self._next = (self._next + step + 1) % self.size
+            return uid
+        raise RuntimeError(f"all {self.size} sandbox uids from {self.base} are in use on this host")
 
     def release(self, uid: int) -> None:
-        if self.base <= uid < self.base + self.size:
-            self._free.append(uid)
+        fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # the lock goes with it
 
 
 @dataclass(frozen=True)
@@ -133,6 +155,7 @@ class SandboxPlan:
 
     confinement: dict[str, Any]
     socket_path: str  # as the sandbox sees it
+    in_own_root: bool  # in its own mount namespace: the supervisor reaches the socket via /proc/PID/root
     package_paths: list[str]  # as the sandbox sees them
     env: dict[str, str]
     cwd: str
@@ -152,12 +175,14 @@ class IsolationPolicy:
 
     # --- the probe ---------------------------------------------------------------
 
-    def probe_plan(self, paths: SandboxPaths) -> dict[str, Any]:
-        """A plan asking for every layer, none required: the probe child reports what held."""
-        plan = self._plan(paths, uid=self.uids.base + self.uids.size - 1, network=False, scratch_bytes=1 << 20,
-                          max_processes=64, cgroup_procs=[], every_layer=True)
+    def probe_plan(self, paths: SandboxPaths) -> tuple[dict[str, Any], int | None]:
+        """A plan asking for every layer, none required (the probe child reports what held), and the uid
+        it runs as, to be released once the probe has exited."""
+        uid = self.uids.allocate() if self.as_root else None
+        plan = self._plan(paths, uid=uid, network=False, scratch_bytes=1 << 20, max_processes=64,
+                          cgroup_procs=[], every_layer=True)
         plan["required"] = []
-        return plan
+        return plan, uid
 
     def record_probe(self, report: dict[str, str]) -> MachineLayers:
         missing = simulated_missing()
@@ -201,7 +226,7 @@ class IsolationPolicy:
         home, tmp = (HOME, TMP) if in_root else (str(paths.home), str(paths.tmp))
         full_env = {**env, "HOME": home, "TMPDIR": tmp, "USER": "sandbox", "LOGNAME": "sandbox"}
         socket_path = f"{SOCKET_DIR}/s" if in_root else str(paths.socket_dir / "s")
-        return SandboxPlan(confinement, socket_path, package_paths, full_env, tmp, uid)
+        return SandboxPlan(confinement, socket_path, in_root, package_paths, full_env, tmp, uid)
 
     def _own_uid_possible(self, paths: SandboxPaths) -> bool:
         """A uid of its own, where the sandbox can still reach its files as that uid.
@@ -222,6 +247,39 @@ class IsolationPolicy:
                         blocked[0])
             return False
         return True
+
+    def report(self, plan: SandboxPlan) -> dict[str, str]:
+        """What confines a sandbox, from the supervisor's side: the layers its plan required (its start
+        fails unless each holds, before any package code runs), described as the machine probe saw them.
+
+        Not the sandbox's own report: that one comes back after the package's code has run, which
+        could rewrite it.
+        """
+        assert self.machine is not None
+        required = set(plan.confinement["required"])
+        described: dict[str, str] = {}
+        confinement = plan.confinement
+        details = {
+            IDENTITY: (f"on (uid {plan.uid}, gid {plan.uid})" if confinement["identity"] == "uid"
+                       else f"on (user namespace, uid {INSIDE_UID} inside)"),
+            PIDS: f"on ({'cgroup' if confinement['pids_by_cgroup'] else 'rlimit'}, "
+                  f"at most {confinement['max_processes']})",
+            NETWORK: "on (loopback only)",
+            MOUNT: "on (minimal read-only root)",
+        }
+        for layer in LAYERS:
+            state = self.machine.layers.get(layer, "off (unknown)")
+            if layer in required:
+                described[layer] = details.get(layer, state)
+            elif state.startswith(("off", "n/a")):
+                described[layer] = state
+            elif layer == NETWORK and plan.confinement["network"]:
+                described[layer] = "off (the package has the host's network)"
+            elif layer == IDENTITY and plan.uid is None:
+                described[layer] = "off (runs as the service's own user)"
+            else:
+                described[layer] = "off (not used)"
+        return described
 
     def release(self, plan: SandboxPlan) -> None:
         if plan.uid is not None:
@@ -247,8 +305,18 @@ class IsolationPolicy:
         required = [] if every_layer else [
             layer for layer in (CGROUP, IDENTITY, USER, PID, MOUNT, NETWORK, IPC, PIDS, NO_NEW_PRIVS, LANDLOCK,
                                 SECCOMP) if self.machine is not None and self.machine.available(layer)]
-        if network and NETWORK in required:
-            required.remove(NETWORK)  # the host's network: nothing to set up
+        skipped = set()
+        if not namespaces:
+            skipped |= {PID, MOUNT, NETWORK, IPC, USER}  # all come with the namespaces step
+        if network:
+            skipped.add(NETWORK)  # the host's network: nothing to set up
+        if identity == "none":
+            skipped.add(IDENTITY)
+        if not cgroup_procs:
+            skipped.add(CGROUP)
+        if not (self.cgroups_pids or distinct_uid):
+            skipped.add(PIDS)
+        required = [layer for layer in required if layer not in skipped]
         return {
             "identity": identity, "uid": inside_uid, "gid": inside_gid,
             "namespaces": namespaces, "network": network or not self._wanted(NETWORK, every_layer), "root": root,
@@ -278,16 +346,6 @@ class IsolationPolicy:
                 steps.append({"kind": "symlink", "path": directory, "source": os.readlink(directory)})
             elif os.path.isdir(directory):
                 bind(directory)
-        prefix = self.runtime.interpreter_prefix
-        if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
-            bind(prefix)
-        site = self.runtime.stdlib_site_packages
-        # Nothing installed beside the standard library is visible, except the runtime's own modules.
-        if os.path.isdir(site):
-            steps.append({"kind": "tmpfs", "path": site, "options": "size=64k,mode=0755"})
-        for path in self.runtime.read_only_paths()[1:]:
-            if os.path.exists(path):
-                bind(path)
         for name, text in self._etc_files(uid, gid).items():
             steps.append({"kind": "file", "path": f"/etc/{name}", "content": text, "mode": 0o644})
         if os.path.islink("/etc/localtime"):
@@ -309,8 +367,25 @@ class IsolationPolicy:
         bind(TMP, "/tmp", writable=True, from_root=True)
         bind(TMP, "/var/tmp", writable=True, from_root=True)
         bind(SHM, "/dev/shm", writable=True, from_root=True)
+        # The interpreter and the runtime at the paths they were imported from (after /tmp, which
+        # would otherwise cover a runtime kept under it).
+        prefix = self.runtime.interpreter_prefix
+        if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
+            bind(prefix)
+        # Each directory the runtime's modules come from shows only those modules: the interpreter's own
+        # site-packages and the service's virtualenv hold much else, none of it a sandbox's business.
+        masked = [self.runtime.stdlib_site_packages, *self.runtime.path_entries]
+        kept_whole = {"/", *_SYSTEM_DIRS, prefix}
+        for directory in dict.fromkeys(path for path in masked if os.path.isdir(path)):
+            if any(directory == kept or kept.startswith(directory.rstrip("/") + "/") for kept in kept_whole):
+                continue  # never cover a whole system directory (or the interpreter) this way
+            steps.append({"kind": "tmpfs", "path": directory, "options": "size=64k,mode=0755"})
+        for module in self.runtime.modules:
+            bind(module)
         bind(str(paths.package_root), PACKAGE_ROOT)
-        bind(str(paths.socket_dir), SOCKET_DIR, writable=True)
+        # Its socket lives on a tiny tmpfs of its own: the supervisor reaches it through /proc/PID/root.
+        steps.append({"kind": "tmpfs", "path": SOCKET_DIR, "writable": True,
+                      "options": f"size=64k,nr_inodes=16,mode=0700,uid={uid},gid={gid}"})
         steps.append({"kind": "proc", "path": "/proc"})
         return {"mountpoint": str(paths.root_mountpoint), "steps": steps}
 

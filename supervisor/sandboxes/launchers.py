@@ -27,7 +27,7 @@ import subprocess
 from typing import Any
 
 from supervisor.sandboxes.output import OutputPipe
-from supervisor.sandboxes.runtime import RuntimeFiles, runtime_command
+from supervisor.sandboxes.runtime import SANDBOX_PATH, RuntimeFiles, runtime_command
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,12 @@ class ZygoteLauncher(Launcher):
         self._next_id = 0
         self._starting: asyncio.Lock | None = None
         self._output: OutputPipe | None = None  # what the zygote itself prints: logged
+        self._closed = False
         self.zygote_pid: int | None = None
 
     async def start(self) -> None:
+        if self._closed:
+            raise LaunchError("the launcher has been closed")
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
@@ -279,13 +282,16 @@ class ZygoteLauncher(Launcher):
         return process
 
     async def close(self) -> None:
+        self._closed = True
         for process in list(self._children.values()):
             process.kill()
         self._teardown()
 
 
 def _zygote_environment() -> dict[str, str]:
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "TZ") if key in os.environ}
+    """The zygote's own environment, which every sandbox's /proc/1/environ shows: nothing of the host's."""
+    env = {key: os.environ[key] for key in ("LANG", "LC_ALL", "TZ") if key in os.environ}
+    env["PATH"] = SANDBOX_PATH
     env.setdefault("LANG", "C.UTF-8")
     return env
 

@@ -41,6 +41,7 @@ from supervisor.sandboxes.isolation import SandboxPaths, SandboxPlan
 from supervisor.sandboxes.launchers import LaunchError, SandboxProcess
 from supervisor.sandboxes.link import LinkBroken, PeerMismatch, SandboxLink, check_peer
 from supervisor.sandboxes.output import OutputPipe
+from supervisor.sandboxes.runtime import sandbox_environment
 from supervisor.sandboxes.services import SandboxServices
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,10 @@ class Sandbox:
 
     def __init__(self, key: str, package: ExtractedPackage, limits: EffectiveLimits, services: SandboxServices,
                  verify: Callable[[], Awaitable[None]] | None = None,
-                 secrets: Callable[[list[str]], dict[str, dict[str, str]]] | None = None) -> None:
+                 secrets: Callable[[list[str]], dict[str, dict[str, str]]] | None = None,
+                 variables: Callable[[], dict[str, str]] | None = None) -> None:
         self.key = key
+        self.variables = variables  # the tenant's CLOACINA_VAR_*, read again at every start
         self.verify = verify  # checks the package's files before every restart; raises IntegrityError
         self.secrets = secrets  # the declared secrets the operator supplied, for this package's tenant
         self.package = package
@@ -263,7 +266,7 @@ class Sandbox:
             plan = services.isolation.plan_for(
                 paths, network=self.limits.network, scratch_bytes=self.limits.scratch_mib * MIB,
                 max_processes=self.limits.max_processes, cgroup_procs=cgroup.procs_files if cgroup else [],
-                env=services.environment())
+                env=sandbox_environment(self.variables() if self.variables is not None else None))
             if plan.uid is not None:
                 for directory in (socket_dir, home, tmp):
                     os.chown(directory, plan.uid, plan.uid)
@@ -279,10 +282,12 @@ class Sandbox:
             }
             process = await services.launcher.launch(spec, output.write_fd)
             output.close_write_end()
-            link = SandboxLink(str(socket_dir / "s"), token, message_limit, on_broken=lambda: None)
+            # In its own mount namespace the socket is on the sandbox's own tmpfs, seen through its root.
+            socket_path = f"/proc/{process.pid}/root{plan.socket_path}" if plan.in_own_root else plan.socket_path
+            link = SandboxLink(socket_path, token, message_limit, on_broken=lambda: None)
             if not await link.wait_for_socket(deadline, alive=lambda: process.poll() is None):
                 raise await self._start_failure(process, output)
-            serving_pid = await check_peer(str(socket_dir / "s"), process.pid,
+            serving_pid = await check_peer(socket_path, process.pid,
                                            plan.uid if plan.uid is not None else os.geteuid(), deadline)
             process.serving(serving_pid)
             try:
@@ -318,7 +323,7 @@ class Sandbox:
                 raise DiscoveryError(f"the sandbox could not start: {exc}") from None
             raise
         incarnation = Incarnation(number, process, link, output, plan, cgroup, host_dir, serving_pid,
-                                  dict(answer.isolation))
+                                  services.isolation.report(plan))
         link._on_broken = lambda: self._post("broken", incarnation)
         self.incarnations.add(incarnation)
         loop.create_task(self._watch(incarnation))

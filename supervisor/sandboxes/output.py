@@ -1,10 +1,12 @@
 """What a sandbox writes outside task calls (its import's prints, warnings, its own errors).
 
 Each incarnation's stdout and stderr are one pipe the supervisor reads on its
-event loop, keeping the last lines in a bounded ring (for diagnostics: why did
-it fail to start?) and logging each at debug level. The read end never blocks
-anything: it is dropped when the incarnation is cleaned up, whoever still holds
-the write end.
+event loop, keeping the last bytes in a bounded buffer (for diagnostics: why did
+it fail to start?). Reading costs one read and one slice per 64 KiB, whatever a
+sandbox writes: a flood of tiny lines costs the event loop no more than a few
+large ones, and lines are split only when someone asks for them (or when the
+debug log wants each one). The read end never blocks anything: it is dropped
+when the incarnation is cleaned up, whoever still holds the write end.
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
 
 log = logging.getLogger(__name__)
 
+_READ = 65536
+
 
 class OutputPipe:
-    def __init__(self, label: str, max_lines: int = 200, max_line: int = 4096, level: int = logging.DEBUG) -> None:
+    def __init__(self, label: str, keep_bytes: int = 64 * 1024, level: int = logging.DEBUG) -> None:
         self.label = label
         self.level = level
+        self.keep_bytes = keep_bytes
         self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.read_fd, False)
-        self.lines: deque[str] = deque(maxlen=max_lines)
-        self._max_line = max_line
-        self._partial = b""
+        self._kept = bytearray()
+        self.dropped = 0  # bytes that fell out of the buffer
+        self._partial = b""  # an unfinished line, for the log
         self._eof = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().add_reader(self.read_fd, self._on_readable)
 
@@ -37,7 +41,7 @@ class OutputPipe:
 
     def _on_readable(self) -> None:
         try:
-            data = os.read(self.read_fd, 65536)
+            data = os.read(self.read_fd, _READ)
         except BlockingIOError:
             return
         except OSError:
@@ -45,22 +49,21 @@ class OutputPipe:
         if not data:
             self._finish()
             return
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        if len(self._partial) > self._max_line:
-            complete.append(self._partial)
-            self._partial = b""
-        for raw in complete:
-            self._add(raw)
-
-    def _add(self, raw: bytes) -> None:
-        line = raw[: self._max_line].decode("utf-8", "replace").rstrip("\r")
-        self.lines.append(line)
-        log.log(self.level, "[%s] %s", self.label, line)
+        self._kept += data
+        excess = len(self._kept) - self.keep_bytes
+        if excess > 0:
+            del self._kept[:excess]
+            self.dropped += excess
+        if log.isEnabledFor(self.level):
+            *complete, self._partial = (self._partial + data).split(b"\n")
+            self._partial = self._partial[-4096:]
+            for raw in complete:
+                log.log(self.level, "[%s] %s", self.label, raw[:4096].decode("utf-8", "replace").rstrip("\r"))
 
     def _finish(self) -> None:
-        if self._partial:
-            self._add(self._partial)
-            self._partial = b""
+        if self._partial and log.isEnabledFor(self.level):
+            log.log(self.level, "[%s] %s", self.label, self._partial.decode("utf-8", "replace"))
+        self._partial = b""
         self._stop_reading()
         if not self._eof.done():
             self._eof.set_result(None)
@@ -79,8 +82,13 @@ class OutputPipe:
         except asyncio.TimeoutError:
             pass
 
+    @property
+    def lines(self) -> list[str]:
+        """The kept output, line by line (the first may be the tail of a longer one)."""
+        return self._kept.decode("utf-8", "replace").splitlines()
+
     def tail(self, lines: int = 50) -> str:
-        return "\n".join(list(self.lines)[-lines:])
+        return "\n".join(self.lines[-lines:])
 
     def close(self) -> None:
         self.close_write_end()

@@ -18,7 +18,7 @@ from supervisor.sandboxes.cgroups import CgroupBackend
 from supervisor.sandboxes.isolation import IsolationPolicy, MachineLayers, SandboxPaths, simulated_missing
 from supervisor.sandboxes.launchers import Launcher, SpawnLauncher, ZygoteLauncher
 from supervisor.sandboxes.output import OutputPipe
-from supervisor.sandboxes.runtime import build_runtime_dir, sandbox_environment
+from supervisor.sandboxes.runtime import find_runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ class SandboxServices:
     cgroups: CgroupBackend
     isolation: IsolationPolicy
     run_dir: Path  # short host paths for each incarnation's socket and root mount point
-    environment: Callable[[], dict[str, str]] = field(default=sandbox_environment)
     blocking: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-cleanup"))
 
@@ -65,7 +64,7 @@ def _run_dir(work_dir: Path) -> Path:
 
 
 async def open_services(config: SupervisorConfig, work_dir: Path) -> SandboxServices:
-    runtime = build_runtime_dir(work_dir)
+    runtime = find_runtime()
     missing = simulated_missing()
     skip = ({"memory"} if "cgroup" in missing else set()) | ({"pids"} if "pids" in missing else set())
     cgroups = CgroupBackend.detect(skip=skip)
@@ -97,7 +96,7 @@ async def probe(services: SandboxServices) -> dict[str, str]:
         paths = SandboxPaths(package, [package], scratch / "s", scratch / "r", scratch / "home", scratch / "tmp")
         for directory in (package, paths.socket_dir, paths.root_mountpoint, paths.home, paths.tmp):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        plan = services.isolation.probe_plan(paths)
+        plan, uid = services.isolation.probe_plan(paths)
         spec = {"probe": True, "entry_module": "", "package_paths": [], "socket_path": "", "token": "",
                 "max_concurrency": 1, "output_limit": 1024, "max_context_bytes": 1024, "env": {}, "cwd": "/",
                 "confinement": plan}
@@ -110,6 +109,8 @@ async def probe(services: SandboxServices) -> dict[str, str]:
             await output.drained(5)
         finally:
             output.close()
+            if uid is not None:
+                services.isolation.uids.release(uid)
         for line in output.lines:
             if line.startswith(PROBE_MARK):
                 return json.loads(line[len(PROBE_MARK):])
