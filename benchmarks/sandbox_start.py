@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from common import PAYLOAD, Summary, interpreter_start, noop_archive, timed
+from common import PAYLOAD, Summary, interpreter_start, noop_archive
 from daemon import daemon
 
 from supervisor.client import SupervisorClient  # noqa: E402
@@ -40,11 +40,17 @@ from supervisor.sandboxes.isolation import SIMULATE_MISSING  # noqa: E402
 EVERY_LAYER = "identity,user,pid,mount,network,ipc,cgroup,pids,no_new_privs,landlock,seccomp"
 
 
-def loads(archive: bytes, runs: int, launcher: LauncherKind = LauncherKind.ZYGOTE) -> list[float]:
-    """load() again and again: each replaces the last, so each is a fresh sandbox."""
+def loads(runs: int, launcher: LauncherKind = LauncherKind.ZYGOTE) -> list[float]:
+    """load() of `runs` different packages, each a fresh sandbox (none torn down meanwhile)."""
+    archives = [noop_archive(f"noop-{index}") for index in range(runs + 1)]
     with Supervisor(SupervisorConfig(memory_limit_mib=None, launcher=launcher)) as supervisor:
-        supervisor.load(archive)  # the first also waits for the zygote; not counted
-        return timed(lambda: supervisor.load(archive), runs)
+        supervisor.load(archives[-1])  # the first also waits for the zygote; not counted
+        samples = []
+        for archive in archives[:-1]:
+            started = time.perf_counter()
+            supervisor.load(archive)
+            samples.append(time.perf_counter() - started)
+        return samples
 
 
 def restarts(archive: bytes, runs: int) -> tuple[list[float], dict[str, float]]:
@@ -95,11 +101,11 @@ def main() -> None:
 
     bare = Summary(interpreter_start(["-I", "-S", "-c", "pass"], runs))
     with_grpc = Summary(interpreter_start(["-c", "import grpc"], runs))
-    confined = Summary(loads(archive, runs))
+    confined = Summary(loads(runs))
     os.environ[SIMULATE_MISSING] = EVERY_LAYER
-    unconfined = Summary(loads(archive, runs))
+    unconfined = Summary(loads(runs))
     del os.environ[SIMULATE_MISSING]
-    spawned = Summary(loads(archive, max(3, runs // 3), LauncherKind.SPAWN))
+    spawned = Summary(loads(max(3, runs // 3), LauncherKind.SPAWN))
     uploaded = Summary(uploads(scratch / "noop.cloacina", runs, scratch))
     restarted_samples, memory = restarts(archive, runs)
     restarted = Summary(restarted_samples)

@@ -31,6 +31,7 @@ import grpc
 
 from cloaca.registry import REGISTRY, TaskSpec
 from cloaca.secrets import StaticSecrets, install_resolver
+from sandbox_runtime.markers import READY_MARK
 from sandbox_runtime.declarations import PackageIdentity, describe, discovery_message, load_package
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 from sandbox_runtime.protocol import sandbox_pb2_grpc
@@ -223,6 +224,7 @@ async def serve(socket_path: str, servicer: SandboxServicer, *, message_limit: i
     sandbox_pb2_grpc.add_SandboxServicer_to_server(servicer, server)
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
+    os.write(1, READY_MARK)  # the supervisor connects now, without polling for the socket
     if before_import is not None:
         before_import()
     # Imported on the loop's thread with the loop paused: Discover answers after.

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from sandbox_runtime import capture
-from sandbox_runtime.confinement import ConfinementError, Plan, confine, kernel
+from sandbox_runtime.confinement import ConfinementError, Plan, confine, kernel, seccomp_filter
+from sandbox_runtime.markers import PROBE_MARK
 
 EXIT_CONFINEMENT_FAILED = 78  # EX_CONFIG
 EXIT_START_FAILED = 70  # EX_SOFTWARE
-PROBE_MARK = "CLOACA-SANDBOX-PROBE "  # the isolation probe's report line (supervisor.sandboxes.services)
 
 # Modules the runtime itself must keep whatever a package vendors (the package's
 # copies are refused at load, as reserved names).
@@ -84,6 +84,11 @@ def run(spec: StartSpec) -> NoReturn:
 
     _die_with_parent()
     try:
+        if spec.confinement.seccomp:
+            try:
+                seccomp_filter.prepare()  # finds libseccomp while the host's root (and ld.so.cache) is visible
+            except Exception:  # noqa: BLE001 - confine reports the layer missing, or fails if it is required
+                pass
         report = confine(spec.confinement)
         if spec.probe:
             os.write(1, (PROBE_MARK + json.dumps(report.layers) + "\n").encode())

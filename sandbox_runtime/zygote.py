@@ -48,9 +48,9 @@ def preload() -> None:
     from sandbox_runtime.confinement import filesystem, kernel, landlock_rules, seccomp_filter  # noqa: F401
 
     try:
-        import pyseccomp  # noqa: F401 - loads libseccomp once, for every child
+        seccomp_filter.prepare()  # libseccomp loaded and the filter built once, for every child
     except (ImportError, OSError):
-        pass
+        pass  # the probe reports the seccomp layer missing
 
 
 def _send(control: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.config import PackageLimits, SupervisorConfig
+from supervisor.config import LauncherKind, PackageLimits, SupervisorConfig
 from supervisor.errors import DiscoveryError, ImportTimeoutError
 from supervisor.results import (
     InvalidContextError,
@@ -132,9 +132,12 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def supervisor(archives: dict[str, Path]) -> Supervisor:
-    config = SupervisorConfig(call_timeout=30, memory_limit_mib=256, restart_backoff_initial=0.05)
+# Every test of the shared supervisor runs once per way a sandbox is born (loky's per-start-method
+# matrix): forked from the zygote, and spawned as a fresh interpreter.
+@pytest.fixture(scope="module", params=[LauncherKind.ZYGOTE, LauncherKind.SPAWN], ids=["zygote", "spawn"])
+def supervisor(request: pytest.FixtureRequest, archives: dict[str, Path]) -> Supervisor:
+    config = SupervisorConfig(call_timeout=30, memory_limit_mib=256, restart_backoff_initial=0.05,
+                              launcher=request.param)
     with Supervisor(config) as running:
         running.load(archives["misbehaving"])
         running.load(archives["steady"])

@@ -93,7 +93,7 @@ class Report:
 def _attempt(plan: Plan, report: Report, layer: str, action: Any, detail: str = "") -> bool:
     try:
         result = action()
-    except (OSError, ImportError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a layer that fails for any reason does not hold
         if layer in plan.required:
             raise ConfinementError(f"the {layer} layer could not be set up: {exc}") from None
         report.off(layer, str(exc))

@@ -44,12 +44,29 @@ _NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 
 _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 
 
+_prepared: tuple[object, int] | None = None  # (the filter, its rule count), built once per process
+
+
+def prepare() -> tuple[object, int]:
+    """Build the filter (once; the zygote does it before forking, so each sandbox only loads it)."""
+    global _prepared
+    if _prepared is None:
+        _prepared = _build()
+    return _prepared
+
+
 def install() -> int:
     """Load the filter into this process (inherited by every thread and child started after).
 
     Needs no_new_privs set first. Returns how many rules were installed; raises
     ImportError or OSError when libseccomp is missing or the kernel refuses.
     """
+    rules, count = prepare()
+    rules.load()  # type: ignore[attr-defined]
+    return count
+
+
+def _build() -> tuple[object, int]:
     import pyseccomp as seccomp
 
     deny = seccomp.ERRNO(errno.EPERM)
@@ -76,5 +93,4 @@ def install() -> int:
     for request in (_TIOCSTI, _TIOCLINUX):
         rules.add_rule(deny, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
         count += 1
-    rules.load()
-    return count
+    return rules, count

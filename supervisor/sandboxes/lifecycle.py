@@ -40,6 +40,7 @@ from supervisor.sandboxes.cgroups import SandboxCgroup
 from supervisor.sandboxes.isolation import SandboxPaths, SandboxPlan
 from supervisor.sandboxes.launchers import LaunchError, SandboxProcess
 from supervisor.sandboxes.link import LinkBroken, PeerMismatch, SandboxLink, check_peer
+from sandbox_runtime.markers import READY_MARK
 from supervisor.sandboxes.output import OutputPipe
 from supervisor.sandboxes.runtime import sandbox_environment
 from supervisor.sandboxes.services import SandboxServices
@@ -280,12 +281,13 @@ class Sandbox:
                 "env": plan.env, "cwd": plan.cwd, "hide_modules": self.package_modules(),
                 "executable": services.isolation.runtime.executable, "confinement": plan.confinement,
             }
+            listening = output.expect(READY_MARK)
             process = await services.launcher.launch(spec, output.write_fd)
             output.close_write_end()
             # In its own mount namespace the socket is on the sandbox's own tmpfs, seen through its root.
             socket_path = f"/proc/{process.pid}/root{plan.socket_path}" if plan.in_own_root else plan.socket_path
             link = SandboxLink(socket_path, token, message_limit, on_broken=lambda: None)
-            if not await link.wait_for_socket(deadline, alive=lambda: process.poll() is None):
+            if not await _first_of(listening, process.wait(), deadline) is listening:
                 raise await self._start_failure(process, output)
             serving_pid = await check_peer(socket_path, process.pid,
                                            plan.uid if plan.uid is not None else os.geteuid(), deadline)
@@ -378,16 +380,16 @@ class Sandbox:
         was_current = incarnation is self.current
         if was_current:
             self.current = None
+        if self.state is not State.STOPPING:
+            if not incarnation.retired:
+                log.warning("sandbox for %s (incarnation %d, pid %d) %s: %s", self.key, incarnation.number,
+                            incarnation.process.pid, describe_exit(returncode), error.message)
+                self.last_error = error.message
+            if was_current:
+                self._replace_after_death(incarnation)  # the replacement starts while the dead one is cleared
         await self._cleanup(incarnation)
         if self.state is State.STOPPING:
             self._maybe_stopped()
-            return
-        if not incarnation.retired:
-            log.warning("sandbox for %s (incarnation %d, pid %d) %s: %s", self.key, incarnation.number,
-                        incarnation.process.pid, describe_exit(returncode), error.message)
-            self.last_error = error.message
-        if was_current:
-            self._replace_after_death(incarnation)
 
     async def _on_broken(self, incarnation: Incarnation) -> None:
         """The link ended. A dying process closes it first (its exit is seen once its memory is torn
@@ -763,6 +765,19 @@ class SandboxGone(Exception):
     def __init__(self, error: TaskError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+async def _first_of(first: asyncio.Future[Any], second: Awaitable[Any], deadline: float) -> object:
+    """Whichever of two awaitables finishes first (the other is cancelled); None at the deadline."""
+    other = asyncio.ensure_future(second)
+    try:
+        done, _ = await asyncio.wait({first, other}, timeout=max(0.0, deadline - asyncio.get_running_loop().time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        other.cancel()
+    if first in done:
+        return first
+    return other if other in done else None
 
 
 def _stopped_error() -> TaskError:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import socket
 import struct
 from typing import Callable
@@ -105,14 +104,6 @@ class SandboxLink:
         self.broken: str | None = None  # why the stream ended, once it has
         self._closed = False
 
-    async def wait_for_socket(self, deadline: float, alive: Callable[[], bool]) -> bool:
-        """Wait until the sandbox has bound its socket, while `alive()` and before `deadline` (loop time)."""
-        loop = asyncio.get_running_loop()
-        while loop.time() < deadline and alive():
-            if os.path.exists(self.socket_path):
-                return True
-            await asyncio.sleep(0.002)
-        return False
 
     async def discover(self, timeout: float) -> pb.DiscoverResponse:
         return await self._stub.Discover(pb.DiscoverRequest(), timeout=timeout, metadata=self._metadata,

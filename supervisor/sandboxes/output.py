@@ -31,6 +31,7 @@ class OutputPipe:
         self.dropped = 0  # bytes that fell out of the buffer
         self._partial = b""  # an unfinished line, for the log
         self._eof = asyncio.get_running_loop().create_future()
+        self._expected: tuple[bytes, asyncio.Future[None]] | None = None
         asyncio.get_running_loop().add_reader(self.read_fd, self._on_readable)
 
     def close_write_end(self) -> None:
@@ -49,6 +50,13 @@ class OutputPipe:
         if not data:
             self._finish()
             return
+        if self._expected is not None:
+            mark, seen = self._expected
+            if mark in self._kept[-len(mark):] + data:
+                self._expected = None
+                data = data.replace(mark, b"")  # the runtime's signal, not the sandbox's output
+                if not seen.done():
+                    seen.set_result(None)
         self._kept += data
         excess = len(self._kept) - self.keep_bytes
         if excess > 0:
@@ -74,6 +82,15 @@ class OutputPipe:
                 asyncio.get_running_loop().remove_reader(self.read_fd)
             except (RuntimeError, ValueError):
                 pass
+
+    def expect(self, mark: bytes) -> asyncio.Future[None]:
+        """A future resolved when `mark` appears in the output from now on."""
+        seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if mark in self._kept:
+            seen.set_result(None)
+        else:
+            self._expected = (mark, seen)
+        return seen
 
     async def drained(self, timeout: float) -> None:
         """Wait (briefly) for the last of the output after the process has gone."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from sandbox_runtime.markers import PROBE_MARK
 from supervisor.config import LauncherKind, SupervisorConfig
 from supervisor.sandboxes.cgroups import CgroupBackend
 from supervisor.sandboxes.isolation import IsolationPolicy, MachineLayers, SandboxPaths, simulated_missing
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PROBE_MARK = "CLOACA-SANDBOX-PROBE "
 _SOCKET_PATH_BUDGET = 100  # a Unix socket path may not exceed 107 bytes; ".../sXXXXXXXX/s/s" must fit
 
 
@@ -80,11 +80,12 @@ async def open_services(config: SupervisorConfig, work_dir: Path) -> SandboxServ
         await services.close()
         raise
     missing = machine.missing()
+    holding = ", ".join(f"{layer} {state}" for layer, state in machine.layers.items() if layer not in missing)
     if missing:
-        log.warning("sandbox isolation: this machine does not allow %s; the rest holds: %s",
-                    ", ".join(f"{layer} {state}" for layer, state in missing.items()), machine.describe())
+        log.warning("sandbox isolation: this machine does not allow %s; what holds: %s",
+                    ", ".join(f"{layer} {state}" for layer, state in missing.items()), holding or "nothing")
     else:
-        log.info("sandbox isolation: every layer holds: %s", machine.describe())
+        log.info("sandbox isolation: every layer holds: %s", holding)
     return services
 
 
