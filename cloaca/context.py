@@ -9,12 +9,19 @@ until `ctx.set("k", d)`; `insert` refuses an existing key with ValueError,
 Beyond the engine (nothing engine code can notice): iteration, `keys()`,
 `items()` and `==`. Values are checked as they are stored: one JSON cannot
 carry fails on that line, naming the key (`NotJSONError`, a TypeError).
+
+Inside a sandbox a task's context is made from the call's JSON bytes, already
+checked by the runtime, and decoded only when the task first looks inside it;
+a task that hands it on unchanged never pays for decoding it
+(`unchanged_json`), which is what makes large contexts cheap to pass along.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, Iterator, Mapping
+
+import orjson
 
 from cloaca import secrets
 from cloaca._json import to_json_object, to_json_value
@@ -29,10 +36,36 @@ def _check_key(key: object) -> str:
 
 
 class Context:
-    __slots__ = ("_data",)
+    __slots__ = ("_decoded", "_raw", "_changed")
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        self._data: dict[str, Any] = {} if data is None else to_json_object(data)
+        self._decoded: dict[str, Any] | None = {} if data is None else to_json_object(data)
+        self._raw: bytes | None = None  # the JSON it was made from, when it was made from JSON
+        self._changed = False
+
+    @classmethod
+    def _from_checked_json(cls, raw: bytes) -> "Context":
+        """A context over a JSON object the runtime has already checked; decoded on first use."""
+        context = cls.__new__(cls)
+        context._decoded = None
+        context._raw = raw
+        context._changed = False
+        return context
+
+    @property
+    def _data(self) -> dict[str, Any]:
+        if self._decoded is None:
+            assert self._raw is not None
+            self._decoded = orjson.loads(self._raw)  # checked JSON: nothing to convert
+        return self._decoded
+
+    def _changing(self) -> dict[str, Any]:
+        self._changed = True
+        return self._data
+
+    def unchanged_json(self) -> bytes | None:
+        """The JSON bytes this context was made from, as long as nothing has changed it."""
+        return None if self._changed else self._raw
 
     def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value, or `default` when the key is absent (a stored null is None)."""
@@ -42,27 +75,29 @@ class Context:
 
     def set(self, key: str, value: Any) -> None:
         """Insert or update `key`."""
-        self._data[_check_key(key)] = to_json_value(key, value)
+        self._changing()[_check_key(key)] = to_json_value(key, value)
 
     def insert(self, key: str, value: Any) -> None:
         """Add a new key; ValueError if it exists."""
         if _check_key(key) in self._data:
             raise ValueError(f"Key already exists: Key already exists: {key}")
-        self._data[key] = to_json_value(key, value)
+        self._changing()[key] = to_json_value(key, value)
 
     def update(self, key: str, value: Any) -> None:
         """Replace the value of an existing key; KeyError if it is missing."""
         if _check_key(key) not in self._data:
             raise KeyError(f"Key not found: Key not found: {key}")
-        self._data[key] = to_json_value(key, value)
+        self._changing()[key] = to_json_value(key, value)
 
     def remove(self, key: str) -> Any:
         """Delete `key` and return its value, or None when it was not there."""
-        return self._data.pop(key, None)
+        if key not in self._data:
+            return None
+        return self._changing().pop(key)
 
     def update_from_dict(self, data: Mapping[str, Any]) -> None:
         """Set every key of `data` (insert or update)."""
-        self._data.update(to_json_object(data))
+        self._changing().update(to_json_object(data))
 
     def to_dict(self) -> dict[str, Any]:
         """A fresh copy of the data."""
@@ -107,7 +142,7 @@ class Context:
     def __delitem__(self, key: str) -> None:
         if key not in self._data:
             raise KeyError(f"Key not found: '{key}'")
-        del self._data[key]
+        del self._changing()[key]
 
     def __repr__(self) -> str:
         return f"Context({self.to_json()})"

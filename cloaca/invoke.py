@@ -25,6 +25,7 @@ import asyncio
 import inspect
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cloaca._json import to_json_object
@@ -45,13 +46,33 @@ def engine_error_message(exc: BaseException) -> str:
     return f"{ENGINE_FAILURE_PREFIX}{type(exc).__name__}: {exc}"
 
 
+@dataclass(frozen=True)
+class JSONBytes:
+    """A context as JSON bytes the caller has already checked (a JSON object, nothing JSON cannot carry).
+
+    The sandbox runtime gives a task's input this way: the task's Context decodes it
+    only when first used, and an output that is still the input comes back as the
+    same bytes, never decoded or encoded again.
+    """
+
+    raw: bytes
+
+
+ContextData = Mapping[str, Any] | JSONBytes
+
+
 class _Invocation:
     """One call of one task: its input, its context, its handle, and its callbacks."""
 
-    def __init__(self, spec: TaskSpec, data: Mapping[str, Any], slot: ConcurrencySlot | None) -> None:
+    def __init__(self, spec: TaskSpec, data: ContextData, slot: ConcurrencySlot | None) -> None:
         self.spec = spec
-        self.original = to_json_object(data)
-        self.context = Context(self.original)
+        self.original: dict[str, Any] | JSONBytes
+        if isinstance(data, JSONBytes):
+            self.original = data
+            self.context = Context._from_checked_json(data.raw)
+        else:
+            self.original = to_json_object(data)
+            self.context = Context(self.original)
         self.handle = TaskHandle(slot) if spec.requires_handle else None
 
     def call(self) -> Any:
@@ -59,19 +80,21 @@ class _Invocation:
             return self.spec.function(self.context, self.handle)
         return self.spec.function(self.context)
 
-    def output(self, result: Any) -> dict[str, Any]:
+    def output(self, result: Any) -> dict[str, Any] | JSONBytes:
         if result is None:
             return self.original
         if isinstance(result, Context):
-            return result.to_dict()
+            unchanged = result.unchanged_json()
+            return JSONBytes(unchanged) if unchanged is not None else result.to_dict()
         if isinstance(result, Mapping):
             return to_json_object(result)
         raise InvalidTaskResult(
             f"a task must return a cloaca.Context or None (or a dict), not {type(result).__qualname__}")
 
-    def succeeded(self, output: dict[str, Any]) -> None:
+    def succeeded(self, output: dict[str, Any] | JSONBytes) -> None:
         if self.spec.on_success is not None:
-            _run_callback("on_success", self.spec.id, self.spec.on_success, self.spec.id, Context(output))
+            context = Context._from_checked_json(output.raw) if isinstance(output, JSONBytes) else Context(output)
+            _run_callback("on_success", self.spec.id, self.spec.on_success, self.spec.id, context)
 
     def failed(self, exc: BaseException) -> None:
         if self.spec.on_failure is not None:
@@ -90,8 +113,12 @@ def _run_callback(kind: str, task_id: str, callback: Any, *args: Any) -> None:
         print(f"[cloaca] {kind} callback failed for task '{task_id}': {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def invoke_task(spec: TaskSpec, data: Mapping[str, Any], *, slot: ConcurrencySlot | None = None) -> dict[str, Any]:
+def invoke_task(spec: TaskSpec, data: ContextData, *,
+                slot: ConcurrencySlot | None = None) -> dict[str, Any] | JSONBytes:
     """Run `spec`'s function on `data`; return the output data, or raise the task's exception.
+
+    The output is a dict, or (when `data` was JSONBytes and the task left it unchanged)
+    the same JSONBytes.
 
     An `async def` task is run to completion with `asyncio.run` on this
     thread; code already inside an event loop uses `invoke_task_async`.
@@ -111,8 +138,8 @@ def invoke_task(spec: TaskSpec, data: Mapping[str, Any], *, slot: ConcurrencySlo
     return output
 
 
-async def invoke_task_async(spec: TaskSpec, data: Mapping[str, Any], *,
-                            slot: ConcurrencySlot | None = None) -> dict[str, Any]:
+async def invoke_task_async(spec: TaskSpec, data: ContextData, *,
+                            slot: ConcurrencySlot | None = None) -> dict[str, Any] | JSONBytes:
     """The coroutine form of `invoke_task`: awaits an async task's body on the running loop.
 
     A sync task body still runs on the calling thread (the loop), so a caller

@@ -72,6 +72,8 @@ def _prepare_process(spec: StartSpec) -> None:
     os.environ.update(spec.env)
     os.chdir(spec.cwd)
     sys.path[:0] = spec.package_paths
+    # Contexts may nest 1024 levels (tasks.MAX_NESTING); copying one takes a frame or two a level.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     if spec.executable:
         sys.executable = spec.executable
     capture.install()

@@ -42,6 +42,7 @@ def preload() -> None:
     import grpc  # noqa: F401
     import grpc.aio  # noqa: F401
     import orjson  # noqa: F401
+    import simdjson  # noqa: F401
 
     import cloaca  # noqa: F401
     from sandbox_runtime import capture, confinement, link, start, tasks  # noqa: F401

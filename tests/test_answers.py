@@ -214,14 +214,16 @@ def test_bad_contexts_are_refused_with_a_reason(supervisor):
     cases = {
         b'{"a": NaN}': "not valid JSON",
         b'{"a": "\xff"}': "not valid JSON",
-        b'{"a": ' + b"[" * 1000 + b"]" * 1000 + b"}": "nested more than 254 levels",
+        b'{"a": ' + b"[" * 1100 + b"]" * 1100 + b"}": "nested more than 1024 levels",
+        b'{"a": 18446744073709551616}': "64-bit integer",
         b'{"a": 1' + b"0" * 5000 + b"}": "not valid JSON",
         b"[1, 2]": "must be a JSON object",
     }
     for context, reason in cases.items():
         with pytest.raises(InvalidContextError, match=reason):
             supervisor.call("awkward", "echo", context)
-    assert supervisor.call("awkward", "echo", b'{"deep": ' + b"[" * 200 + b"]" * 200 + b"}").ok
+    deep = supervisor.call("awkward", "echo", b'{"deep": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+    assert deep.ok and deep.context_json.count(b"[") == 1000  # as deep as it may be, there and back
 
 
 def test_close_racing_a_load_leaves_nothing_running(awkward):
@@ -303,7 +305,7 @@ def test_timeout_seconds_that_is_not_a_number_of_seconds(service):
                 client.call("awkward", "echo", timeout=timeout)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, timeout
         with pytest.raises(grpc.RpcError) as caught:
-            client.call("awkward", "echo", b'{"a": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+            client.call("awkward", "echo", b'{"a": ' + b"[" * 1100 + b"]" * 1100 + b"}")
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert client.call("awkward", "echo").status == pb.COMPLETED
 

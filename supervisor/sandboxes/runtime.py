@@ -20,7 +20,7 @@ from pathlib import Path
 
 # What the runtime imports; nothing else installed on the host is visible to a sandbox.
 RUNTIME_MODULES = ("cloaca", "sandbox_runtime", "grpc", "google.protobuf", "google._upb", "typing_extensions",
-                   "orjson", "pyseccomp")
+                   "orjson", "simdjson", "csimdjson", "pyseccomp")
 
 # Put the runtime's directories on the path, then run a runtime entry point's main(argv).
 BOOTSTRAP = ("import sys, json; sys.path.extend(json.loads(sys.argv[1])); import importlib; "
