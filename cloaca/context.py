@@ -18,6 +18,7 @@ a task that hands it on unchanged never pays for decoding it
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any, Iterator, Mapping
 
@@ -27,6 +28,7 @@ from cloaca import secrets
 from cloaca._json import to_json_object, to_json_value
 
 _COMPACT = (",", ":")  # serde_json's form: {"a":1}
+_GC_FREE_DECODE_BYTES = 256 * 1024
 
 
 def _check_key(key: object) -> str:
@@ -56,7 +58,16 @@ class Context:
     def _data(self) -> dict[str, Any]:
         if self._decoded is None:
             assert self._raw is not None
-            self._decoded = orjson.loads(self._raw)  # checked JSON: nothing to convert
+            # Checked JSON: nothing to convert. The cyclic GC is held off while a large one is decoded:
+            # it would otherwise run again and again over the containers it creates.
+            paused = len(self._raw) >= _GC_FREE_DECODE_BYTES and gc.isenabled()
+            if paused:
+                gc.disable()
+            try:
+                self._decoded = orjson.loads(self._raw)
+            finally:
+                if paused:
+                    gc.enable()
         return self._decoded
 
     def _changing(self) -> dict[str, Any]:

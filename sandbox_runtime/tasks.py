@@ -14,7 +14,6 @@ a large one is decoded (it otherwise runs repeatedly over the new containers).
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import threading
 import time
@@ -38,7 +37,6 @@ CANCELLED = "cancelled"
 UNKNOWN_TASK = "unknown_task"
 INTERNAL = "internal"
 
-_GC_FREE_DECODE_BYTES = 256 * 1024
 MAX_NESTING = 1024  # levels of arrays and objects: simdjson's limit (and orjson's)
 _TEXT_LIMIT = 256 * 1024  # a message or traceback longer than this is cut (its tail kept)
 

@@ -34,6 +34,8 @@ class ServerThread:
         return self.server.host
 
     def stop(self, grace: float = 1.0) -> None:
+        if self.loop.is_closed():
+            return  # stopped already
         try:
             self.run(self.server.stop(grace))
         finally:

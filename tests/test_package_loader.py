@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+
 import json
 import logging
 import tarfile
@@ -130,7 +132,7 @@ def test_entry_module_missing(staging):
     ("json/__init__.py", "json"),            # the guide's list, in the source dir
     ("vendor/subprocess.py", "subprocess"),  # ... and in vendor/
     ("vendor/asyncio/__init__.py", "asyncio"),  # sys.stdlib_module_names
-    ("vendor/_socket.cpython-311-x86_64-linux-gnu.so", "_socket"),  # an extension module
+    (f"vendor/_socket{importlib.machinery.EXTENSION_SUFFIXES[0]}", "_socket"),  # an extension module
     ("vendor/cloaca/__init__.py", "cloaca"),  # reserved for the sandbox runtime
 ])
 def test_stdlib_shadowing(staging, path, name):

@@ -333,6 +333,41 @@ def test_conflicting_modules_and_vendored_versions_stay_apart(tmp_path):
     assert "/vendor/six.py" in a["six_file"] and "/vendor/six.py" in b["six_file"]
 
 
+def test_vendored_copies_of_the_runtimes_own_modules_leave_the_link_alone(tmp_path):
+    """A package may vendor grpc, protobuf or typing_extensions: it gets its copies, the runtime keeps its own."""
+    archive = build(tmp_path, "own-copies", '''
+        import cloaca
+        import grpc, typing_extensions
+        from google import protobuf
+
+        @cloaca.task(id="which")
+        def which(context):
+            context.set("grpc", grpc.WHOSE)
+            context.set("typing_extensions", typing_extensions.WHOSE)
+            context.set("protobuf", protobuf.WHOSE)
+            return context
+    ''', blobs={"vendor/grpc/__init__.py": b"WHOSE = 'the package'\n",
+                 "vendor/typing_extensions.py": b"WHOSE = 'the package'\n",
+                 "vendor/google/protobuf/__init__.py": b"WHOSE = 'the package'\n"})
+    with Supervisor() as supervisor:
+        supervisor.load(archive)
+        for _ in range(3):  # calls keep working over the runtime's own grpc and protobuf
+            assert supervisor.call("own-copies", "which").context == {
+                "grpc": "the package", "typing_extensions": "the package", "protobuf": "the package"}
+
+
+def test_a_package_tree_changed_on_disk_is_not_started_again(archives):
+    with Supervisor(SupervisorConfig(restart_backoff_initial=0.01)) as supervisor:
+        supervisor.load(archives["steady"])
+        root = supervisor.core._get("steady").package.root
+        (root / "steady" / "__init__.py").write_text("raise SystemExit('tampered')\n")  # the host's disk changed
+        os.kill(supervisor.package("steady").pid, 9)
+        wait_until(lambda: supervisor.package("steady").state == "failed", what="the failed state")
+        assert "changed on disk since it was loaded" in supervisor.package("steady").error
+        with pytest.raises(PackageUnavailableError, match="changed on disk"):
+            supervisor.call("steady", "ping")
+
+
 def test_host_packages_are_invisible(tmp_path):
     archive = build(tmp_path, "peek", '''
         import cloaca

@@ -237,6 +237,31 @@ def test_health_and_reflection(start_server):
         answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {service.name for answer in answers for service in answer.list_services_response.service}
         assert "cloaca.sandbox.v1.Supervisor" in names
+        # Reflection v1 (what current grpcurl asks first): the same messages on the wire as v1alpha.
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        answers = v1(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="cloaca.sandbox.v1.Supervisor")]))
+        described = [answer.file_descriptor_response.file_descriptor_proto for answer in answers]
+        assert described and described[0]  # the descriptor of the public API, from the protos alone
+
+
+def test_a_stored_archive_that_changed_on_disk_is_not_loaded_again(start_server, archives):
+    server, address = start_server()
+    with SupervisorClient(address) as client:
+        client.upload(archives["v1"])
+    data_dir = server.server.config.data_dir
+    server.stop()
+    stored = next((data_dir / "archives").iterdir())
+    stored.write_bytes(stored.read_bytes() + b"tampered")  # the host's disk, changed between runs
+    _, address = start_server()
+    with SupervisorClient(address) as client:
+        listed = {package.name: package for package in client.list()}
+        assert listed["demo"].state == pb.Package.FAILED
+        assert "does not match its sha256" in listed["demo"].error
+        with pytest.raises(grpc.RpcError) as caught:
+            client.call("demo", "echo")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_replacing_a_version_under_continuous_calls_fails_no_call(start_server, archives):

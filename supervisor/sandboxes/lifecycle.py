@@ -384,7 +384,8 @@ class Sandbox:
             if not incarnation.retired:
                 log.warning("sandbox for %s (incarnation %d, pid %d) %s: %s", self.key, incarnation.number,
                             incarnation.process.pid, describe_exit(returncode), error.message)
-                self.last_error = error.message
+                if self.state is not State.FAILED:  # why it failed for good says more than this death
+                    self.last_error = error.message
             if was_current:
                 self._replace_after_death(incarnation)  # the replacement starts while the dead one is cleared
         await self._cleanup(incarnation)
