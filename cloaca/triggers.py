@@ -5,10 +5,11 @@ timezone=None, allow_concurrent=False)` needs no workflow context, returns the
 function unchanged, and is recorded for the loader; `cron` and `poll_interval`
 exclude each other, `cron` needs `on`, and a poll interval reads
 `<int><ms|s|m|h>` (default "30s"). A poll function takes no arguments and
-returns a TriggerResult or a bool.
+returns a TriggerResult or a bool; `poll_answer` reads what it returned.
 
-This host records triggers (discovery and `inspect` list them) but does not
-fire them yet.
+Triggers fire through `cloaca.schedules`: in the service, a loaded package's
+triggers become its tenant's schedules and poll functions run in its sandbox;
+in-process, a `DefaultRunner` schedules the triggers declared in its process.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class TriggerDecorator:
 
 def trigger(*, name: str | None = None, on: str | None = None, poll_interval: str | None = None,
             cron: str | None = None, timezone: str | None = None, allow_concurrent: bool = False) -> TriggerDecorator:
-    """Declare a trigger that fires workflow `on` (recorded; this host does not fire triggers yet)."""
+    """Declare a trigger that fires workflow `on`: on a cron schedule, or when its poll function says so."""
     if cron is not None and poll_interval is not None:
         raise ValueError("@cloaca.trigger: `cron` and `poll_interval` are mutually exclusive")
     if cron is not None and on is None:
@@ -104,3 +105,20 @@ class TriggerResult:
         if not self._fire:
             return "TriggerResult.Skip"
         return f"TriggerResult.Fire({self._context!r})" if self._context is not None else "TriggerResult.Fire(None)"
+
+
+def poll_answer(value: Any) -> tuple[bool, dict[str, Any]]:
+    """What a poll function's return value means: (fire?, the run's initial context).
+
+    `TriggerResult.fire(ctx)` fires with ctx, `TriggerResult.fire()` and `True` with an empty
+    context, `skip()` and `False` do not fire; anything else is a TypeError (a poll error, as
+    in the engine).
+    """
+    if isinstance(value, TriggerResult):
+        if not value.is_fire_result():
+            return False, {}
+        return True, value.context.to_dict() if value.context is not None else {}
+    if isinstance(value, bool):
+        return value, {}
+    raise TypeError(f"a trigger's poll function must return cloaca.TriggerResult or a bool, not "
+                    f"{type(value).__qualname__}")

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 import psutil
 
+T = TypeVar("T")
 
-def wait_until(condition: Callable[[], bool], seconds: float = 60, what: str = "condition") -> None:
+
+def wait_for(condition: Callable[[], T], seconds: float = 60, what: str = "condition") -> T:
+    """The first truthy value `condition()` returns, polled until the deadline."""
     deadline = time.monotonic() + seconds
-    while not condition():
+    while not (value := condition()):
         assert time.monotonic() < deadline, f"{what} never held within {seconds:g}s"
         time.sleep(0.05)
+    return value
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 60, what: str = "condition") -> None:
+    wait_for(condition, seconds, what)
 
 
 def gone(pid: int) -> bool:
