@@ -156,7 +156,8 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
             load_package(self.entry_module, self.identity)
             document = describe(self.entry_module)
             tasks: dict[str, TaskSpec] = {spec.id: spec for spec in REGISTRY.all_tasks()}
-            self.runner = TaskRunner(tasks, self.roots, self.output_limit, self.max_context_bytes)
+            self.runner = TaskRunner(tasks, self.roots, self.output_limit, self.max_context_bytes,
+                                     triggers=dict(REGISTRY.triggers))
             self.discovery = pb.DiscoverResponse(ok=True, discovery=discovery_message(document), pid=os.getpid(),
                                                  isolation=self.isolation)
         except BaseException as exc:  # noqa: BLE001 - the supervisor gets every import failure as data

@@ -1,6 +1,7 @@
 """Running one task call inside the sandbox, and always answering it.
 
-A call arrives as (call_id, task_id, context bytes) and leaves as a CallResponse:
+A call arrives as (call_id, task_id, context bytes), or as a trigger to poll, and
+leaves as a CallResponse:
 the output context's bytes, or an error, with what the task printed. Whatever the
 task does (raises an exception whose `__str__` raises, prints lone surrogates,
 returns something JSON cannot hold, returns a context over the size limit) the
@@ -25,8 +26,9 @@ import simdjson
 
 from cloaca.errors import TaskError, error_from_exception
 from cloaca.invoke import JSONBytes, invoke_task, invoke_task_async
-from cloaca.registry import TaskSpec
+from cloaca.registry import TaskSpec, TriggerSpec
 from cloaca.slots import ConcurrencySlot
+from cloaca.triggers import poll_answer
 from sandbox_runtime import capture
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 
@@ -35,6 +37,7 @@ INVALID_CONTEXT = "invalid_context"
 CONTEXT_TOO_LARGE = "context_too_large"
 CANCELLED = "cancelled"
 UNKNOWN_TASK = "unknown_task"
+UNKNOWN_TRIGGER = "unknown_trigger"
 INTERNAL = "internal"
 
 MAX_NESTING = 1024  # levels of arrays and objects: simdjson's limit (and orjson's)
@@ -153,8 +156,9 @@ class TaskRunner:
     """Runs calls for one package: what its tasks are, how big an answer may be, where output goes."""
 
     def __init__(self, tasks: dict[str, TaskSpec], roots: tuple[str, ...], output_limit: int,
-                 max_context_bytes: int) -> None:
+                 max_context_bytes: int, triggers: dict[str, TriggerSpec] | None = None) -> None:
         self.tasks = tasks
+        self.triggers = triggers or {}
         self.roots = roots
         self.output_limit = output_limit
         self.max_context_bytes = max_context_bytes
@@ -179,6 +183,8 @@ class TaskRunner:
 
     def _execute(self, call: Call) -> tuple[bytes | None, TaskError | None]:
         request = call.request
+        if request.trigger:
+            return self._poll(call)
         spec = self.tasks.get(request.task_id)
         if spec is None:
             return None, TaskError(UNKNOWN_TASK, "LookupError", f"package has no task {request.task_id!r}")
@@ -200,12 +206,35 @@ class TaskRunner:
         except ContextError as exc:
             return None, TaskError(exc.kind, "ContextError", str(exc))
 
+    def _poll(self, call: Call) -> tuple[bytes | None, TaskError | None]:
+        """Call a trigger's poll function once; its answer says whether to fire, and with what."""
+        trigger = self.triggers.get(call.request.trigger)
+        if trigger is None or trigger.cron is not None:
+            return None, TaskError(UNKNOWN_TRIGGER, "LookupError",
+                                   f"package has no poll trigger {call.request.trigger!r}")
+        try:
+            value = trigger.function()
+            if asyncio.iscoroutine(value):
+                value = self._await(call, value)
+            fire, context = poll_answer(value)
+        except asyncio.CancelledError:
+            return None, TaskError(CANCELLED, "CancelledError", "the call was cancelled")
+        except BaseException as exc:  # noqa: BLE001 - a poll's failure is an answer
+            return None, describe_exception(exc, self.roots)
+        try:
+            return encode_context({"fire": fire, "context": context}, self.max_context_bytes), None
+        except ContextError as exc:
+            return None, TaskError(exc.kind, "ContextError", f"the trigger's fired context: {exc}")
+
     def _run_async(self, call: Call, spec: TaskSpec, data: dict[str, Any]) -> dict[str, Any]:
+        return self._await(call, invoke_task_async(spec, data, slot=call.slot))
+
+    def _await(self, call: Call, coroutine: Any) -> Any:
         loop = getattr(self._local, "loop", None)
         if loop is None:
             loop = self._local.loop = asyncio.new_event_loop()
 
-        task = loop.create_task(invoke_task_async(spec, data, slot=call.slot))
+        task = loop.create_task(coroutine)
         call.cancel = lambda: loop.call_soon_threadsafe(task.cancel)
         try:
             return loop.run_until_complete(task)

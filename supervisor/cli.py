@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -61,9 +62,15 @@ def _print_package(summary: PackageSummary, discovery: Discovery, warnings: list
     if discovery.secrets:
         print(f"  secrets: {', '.join(discovery.secrets)}")
     for trig in discovery.triggers:
-        print(f"  trigger {trig.name} -> {trig.workflow} ({trig.function}; not fired by this host)")
+        print(f"  trigger {trig.name} -> {trig.workflow} ({trig.function}; {_trigger_when(trig.options)})")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _trigger_when(options: dict[str, Any]) -> str:
+    if options.get("cron"):
+        return f"cron {options['cron']!r} {options.get('timezone') or 'UTC'}"
+    return f"polled every {options.get('poll_interval') or '30s'}"
 
 
 def _report_error(error: PackageError, as_json: bool) -> int:
@@ -321,6 +328,104 @@ def client_run(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if result["status"] == "completed" else EXIT_FAILED
 
 
+def _moment(seconds: float) -> str | None:
+    """Seconds since the epoch as an RFC 3339 UTC time; None for 0 (never, or not planned)."""
+    if not seconds:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _schedule_dict(schedule: Any) -> dict[str, Any]:
+    cron = schedule.kind == pb.Schedule.CRON
+    return {"id": schedule.id, "package": schedule.package, "trigger": schedule.trigger,
+            "workflow": schedule.workflow, "kind": "cron" if cron else "poll",
+            "cron": schedule.cron if cron else None, "timezone": schedule.timezone if cron else None,
+            "poll_interval_ms": None if cron else schedule.poll_interval_ms,
+            "allow_concurrent": schedule.allow_concurrent, "enabled": schedule.enabled,
+            "next_fire_at": _moment(schedule.next_fire_at), "last_fire_at": _moment(schedule.last_fire_at),
+            "last_poll_at": None if cron else _moment(schedule.last_poll_at), "running": schedule.running,
+            "catchup_policy": schedule.catchup_policy}
+
+
+def _schedule_run_dict(run: Any) -> dict[str, Any]:
+    return {"id": run.id, "schedule_id": run.schedule_id, "outcome": run.outcome,
+            "scheduled_at": _moment(run.scheduled_at), "started_at": _moment(run.started_at),
+            "finished_at": _moment(run.finished_at), "run_id": run.run_id or None, "error": run.error or None,
+            "context_hash": run.context_hash or None}
+
+
+def _workflow_run_dict(run: Any) -> dict[str, Any]:
+    return {"run_id": run.run_id, "package": run.package, "workflow": run.workflow, "origin": run.origin,
+            "status": run.status, "started_at": _moment(run.started_at), "finished_at": _moment(run.finished_at),
+            "duration_ms": round(run.duration_ms, 3) if run.finished_at else None, "error": run.error or None}
+
+
+def _schedule_id(client: Any, given: str) -> str:
+    """A schedule id, or a unique prefix of one of yours (as `schedules` prints them)."""
+    matches = [s.id for s in client.schedules() if s.id.startswith(given)] if given else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ValueError(f"{given!r} starts {len(matches)} schedule ids: give more of it")
+    return given  # the server says it is unknown
+
+
+def client_schedules(client: Any, args: argparse.Namespace) -> int:
+    schedules = [_schedule_dict(s) for s in client.schedules(args.package)]
+    if args.json:
+        print(json.dumps(schedules))
+        return EXIT_OK
+    if not schedules:
+        print("no schedules")
+    for s in schedules:
+        when = f"cron {s['cron']!r} {s['timezone']}" if s["kind"] == "cron" else f"poll every {s['poll_interval_ms']} ms"
+        state = f"next {s['next_fire_at']}" if s["enabled"] else "paused"
+        running = f"  {s['running']} running" if s["running"] else ""
+        print(f"{s['id'][:8]}  {s['package']}/{s['trigger']} -> {s['workflow']}  {when}  {state}{running}")
+    return EXIT_OK
+
+
+def client_pause(client: Any, args: argparse.Namespace) -> int:
+    schedule = _schedule_dict(client.pause_schedule(_schedule_id(client, args.schedule)))
+    print(json.dumps(schedule) if args.json else f"paused {schedule['package']}/{schedule['trigger']}")
+    return EXIT_OK
+
+
+def client_resume(client: Any, args: argparse.Namespace) -> int:
+    schedule = _schedule_dict(client.resume_schedule(_schedule_id(client, args.schedule)))
+    print(json.dumps(schedule) if args.json else
+          f"resumed {schedule['package']}/{schedule['trigger']}: next fire {schedule['next_fire_at']}")
+    return EXIT_OK
+
+
+def client_schedule_runs(client: Any, args: argparse.Namespace) -> int:
+    runs = [_schedule_run_dict(r) for r in client.schedule_runs(_schedule_id(client, args.schedule), args.limit)]
+    if args.json:
+        print(json.dumps(runs))
+        return EXIT_OK
+    if not runs:
+        print("no runs yet")
+    for run in runs:
+        error = f"  {run['error']}" if run["error"] else ""
+        print(f"{run['scheduled_at']}  {run['outcome']:<10} run {run['run_id'] or '-'}{error}")
+    return EXIT_OK
+
+
+def client_runs(client: Any, args: argparse.Namespace) -> int:
+    runs = [_workflow_run_dict(r) for r in client.runs(args.package, args.limit)]
+    if args.json:
+        print(json.dumps(runs))
+        return EXIT_OK
+    if not runs:
+        print("no workflow runs")
+    for run in runs:
+        took = f"{run['duration_ms']:.1f} ms" if run["duration_ms"] is not None else "-"
+        error = f"  {run['error']}" if run["error"] else ""
+        print(f"{run['started_at']}  {run['package']}/{run['workflow']:<20} {run['status']:<10} {took:>10}  "
+              f"{run['origin']}{error}")
+    return EXIT_OK
+
+
 def client_unload(client: Any, args: argparse.Namespace) -> int:
     client.unload(args.package)
     print(json.dumps({"unloaded": args.package}) if args.json else f"unloaded {args.package}")
@@ -404,6 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("workflow", nargs="?")
     run.add_argument("--context", metavar="JSON|@FILE")
     client_command("unload", client_unload, "unload a package").add_argument("package")
+    runs = client_command("runs", client_runs, "list workflow runs, requested or scheduled, newest first")
+    runs.add_argument("package", nargs="?")
+    client_command("schedules", client_schedules, "list your packages' schedules (their @cloaca.trigger) "
+                   "with their next fire").add_argument("package", nargs="?")
+    client_command("pause", client_pause, "pause a schedule").add_argument("schedule", help="its id, or a prefix")
+    client_command("resume", client_resume, "resume a paused schedule").add_argument("schedule",
+                                                                                     help="its id, or a prefix")
+    schedule_runs = client_command("schedule-runs", client_schedule_runs, "a schedule's fires and what came of them")
+    schedule_runs.add_argument("schedule", help="its id, or a prefix")
+    for listing in (runs, schedule_runs):
+        listing.add_argument("--limit", type=int, default=20, metavar="N", help="newest N (default: %(default)s)")
     return parser
 
 

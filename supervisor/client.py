@@ -57,6 +57,24 @@ class SupervisorClient:
         request = pb.RunWorkflowRequest(package=package, workflow=workflow or "", context_json=_json_bytes(context))
         return self.stub.RunWorkflow(request, metadata=self.metadata)
 
+    def runs(self, package: str | None = None, limit: int = 100, offset: int = 0) -> list[pb.WorkflowRunRecord]:
+        request = pb.ListWorkflowRunsRequest(package=package or "", limit=limit, offset=offset)
+        return list(self.stub.ListWorkflowRuns(request, metadata=self.metadata).runs)
+
+    def schedules(self, package: str | None = None) -> list[pb.Schedule]:
+        request = pb.ListSchedulesRequest(package=package or "")
+        return list(self.stub.ListSchedules(request, metadata=self.metadata).schedules)
+
+    def pause_schedule(self, schedule_id: str) -> pb.Schedule:
+        return self.stub.PauseSchedule(pb.ScheduleRequest(schedule_id=schedule_id), metadata=self.metadata)
+
+    def resume_schedule(self, schedule_id: str) -> pb.Schedule:
+        return self.stub.ResumeSchedule(pb.ScheduleRequest(schedule_id=schedule_id), metadata=self.metadata)
+
+    def schedule_runs(self, schedule_id: str, limit: int = 100, offset: int = 0) -> list[pb.ScheduleRun]:
+        request = pb.ListScheduleRunsRequest(schedule_id=schedule_id, limit=limit, offset=offset)
+        return list(self.stub.ListScheduleRuns(request, metadata=self.metadata).runs)
+
     def close(self) -> None:
         self.channel.close()
 

@@ -20,7 +20,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 
@@ -274,9 +274,25 @@ class AsyncSupervisor:
                     raise
         raise PackageUnavailableError(f"package {package!r} is being replaced; try again")
 
-    async def run_workflow(self, package: str, workflow: str | None = None,
-                           context: ContextLike = None) -> WorkflowRun:
-        """Run a workflow's DAG (the engine, in a worker thread), each task a call to the package's sandbox."""
+    async def poll_trigger(self, package: str, trigger: str, timeout: float | None = None) -> CallResult:
+        """Call a poll trigger's function once in the package's sandbox, as a call (slots, timeout, limits).
+
+        On success the result's context is {"fire": bool, "context": {...}}; the function's exception, or a
+        return value that is neither a TriggerResult nor a bool, is the result's error.
+        """
+        self._check_open()
+        loaded = self._get(package)
+        if not any(t.name == trigger for t in loaded.discovery.triggers):
+            known = ", ".join(t.name for t in loaded.discovery.triggers) or "none"
+            raise UnknownTaskError(f"package {package!r} has no trigger {trigger!r} (its triggers: {known})")
+        return await loaded.sandbox.poll(trigger, timeout)
+
+    async def run_workflow(self, package: str, workflow: str | None = None, context: ContextLike = None,
+                           starting: Callable[[str], Awaitable[None]] | None = None) -> WorkflowRun:
+        """Run a workflow's DAG (the engine, in a worker thread), each task a call to the package's sandbox.
+
+        `starting(workflow_name)` is awaited once the request is found valid, before any task runs.
+        """
         plan = workflow_plan(self._get(package).discovery, workflow, f"package {package!r}")
         given = orjson.loads(encode_context(context, self.config.max_context_bytes))
         if not isinstance(given, dict):
@@ -285,6 +301,8 @@ class AsyncSupervisor:
             data = plan.initial_context(given)
         except ValueError as exc:
             raise InvalidContextError(f"workflow {plan.name!r}: {exc}") from None
+        if starting is not None:
+            await starting(plan.name)
         loop = asyncio.get_running_loop()
 
         def execute_in_sandbox(task_id: str, task_input: dict[str, Any]) -> dict[str, Any]:

@@ -89,6 +89,12 @@ class DuplicateTaskError(PackageError):
     code = "duplicate_task"
 
 
+class InvalidTriggerError(PackageError):
+    """A @cloaca.trigger that cannot be scheduled: an unknown workflow, a bad cron expression or timezone."""
+
+    code = "invalid_trigger"
+
+
 # The codes a sandbox's discovery may report problems with, and the error each raises.
 ERRORS_BY_CODE: dict[str, type[PackageError]] = {
     cls.code: cls for cls in (UnsupportedFeatureError, EmptyPackageError, DuplicateTaskError, TaskGraphError,

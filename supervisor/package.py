@@ -323,8 +323,11 @@ def check_discovery(package: ExtractedPackage, discovery: Discovery) -> None:
     """Refuse a package whose import declared something unloadable, or (format 2) not what its manifest says.
 
     Each problem the sandbox reported raises its own error class (by code):
-    unsupported_feature, invalid_task_graph, duplicate_task, empty_package.
+    unsupported_feature, invalid_task_graph, duplicate_task, empty_package; a trigger
+    that cannot be scheduled raises InvalidTriggerError.
     """
+    from supervisor.scheduling import schedule_definitions  # the scheduler's modules, only once a package loads
+
     if discovery.problems:
         first = discovery.problems[0]
         same = [p.message for p in discovery.problems if p.code == first.code]
@@ -332,6 +335,7 @@ def check_discovery(package: ExtractedPackage, discovery: Discovery) -> None:
         raise error("package refused: " + "; ".join(same))
     if package.manifest is not None:
         compare_with_manifest(package.manifest, discovery)
+    schedule_definitions(discovery)
 
 
 __all__ = ["ExtractedPackage", "PackageError", "check_discovery", "check_package", "extract_package"]

@@ -4,7 +4,9 @@
 accepted uploads in the archive store, loads them again at start (checking each
 archive's sha256 first), loads watched directories, and keeps the packages that
 could not load visible with their error, so an operator sees every package in
-one list. Every method runs on the service's event loop.
+one list. Each loaded package's triggers are its tenant's schedules
+(`supervisor.scheduling`), and every workflow run, requested or scheduled, is
+recorded (`supervisor.run_history`). Every method runs on the service's event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,8 @@ from supervisor.discovery import Discovery
 from supervisor.errors import IntegrityError, PackageError
 from supervisor.package import ExtractedPackage
 from supervisor.results import CallResult, PackageInfo, PackageUnavailableError, UnknownPackageError
+from supervisor.run_history import LOST, REQUEST, RunHistory, RunRecord
+from supervisor.scheduling import ServiceSchedules
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +65,22 @@ class PackageHost:
         self._unready: dict[tuple[str, str], PackageView] = {}  # loading or failed, by (tenant, name)
         self._sources: dict[tuple[str, str], str] = {}  # where each loaded package came from
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archive-store")
+        self.runs = RunHistory(data_dir / "runs.db")
+        self.schedules = ServiceSchedules(data_dir, self, self._in_thread)
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
 
     async def start(self) -> None:
         await self.supervisor.start()
+        lost = await self._in_thread(self.runs.recover)
+        if lost:
+            log.warning("%d workflow run(s) were under way when the service last stopped: recorded as lost", lost)
+
+    async def start_schedules(self) -> None:
+        """Start firing schedules: once stored and watched packages are loaded, so no fire finds its package
+        still loading."""
+        await self.schedules.start()
 
     # --- loading -------------------------------------------------------------------
 
@@ -90,7 +105,7 @@ class PackageHost:
                 raise IntegrityError(f"the stored archive of {entry.name} {entry.version} does not match its "
                                      f"sha256 (expected {entry.sha256}, found {actual}); it was not loaded")
             await self.supervisor.load(entry.archive, namespace=entry.tenant)
-            self._mark_loaded(entry.tenant, entry.name, "upload")
+            await self._loaded(entry.tenant, entry.name, "upload")
             log.info("restored %s/%s %s", entry.tenant, entry.name, entry.version)
         except (PackageError, OSError) as exc:
             log.error("could not restore %s/%s %s: %s", entry.tenant, entry.name, entry.version, exc)
@@ -106,7 +121,7 @@ class PackageHost:
 
         info = await self.supervisor.load(stored, namespace=tenant, check=refuse_version_conflict)
         await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
-        self._mark_loaded(tenant, info.name, "upload")
+        await self._loaded(tenant, info.name, "upload")
         return self.get(tenant, info.name)
 
     async def load_file(self, tenant: str, path: Path) -> PackageView:
@@ -123,7 +138,7 @@ class PackageHost:
             self._unready[(tenant, path.name)] = PackageView(tenant, path.name, FAILED, source, error=str(exc))
             raise
         self._unready.pop((tenant, path.name), None)
-        self._mark_loaded(tenant, info.name, source)
+        await self._loaded(tenant, info.name, source)
         return self.get(tenant, info.name)
 
     async def forget_file(self, tenant: str, path: Path) -> None:
@@ -137,9 +152,11 @@ class PackageHost:
             except UnknownPackageError:
                 pass
 
-    def _mark_loaded(self, tenant: str, name: str, source: str) -> None:
+    async def _loaded(self, tenant: str, name: str, source: str) -> None:
+        """A package (or its new version) is loaded: remember where from, and make its triggers its schedules."""
         self._unready.pop((tenant, name), None)
         self._sources[(tenant, name)] = source
+        await self.schedules.package_loaded(tenant, name, self.supervisor.discovery(package_key(name, tenant)))
 
     async def unload(self, tenant: str, name: str) -> None:
         failed = self._unready.pop((tenant, name), None)
@@ -149,6 +166,7 @@ class PackageHost:
         except UnknownPackageError:
             if failed is None:
                 raise UnknownPackageError(self._unknown(tenant, name)) from None
+        await self.schedules.package_unloaded(tenant, name)
         await self._in_thread(self.store.record_unloaded, tenant, name)
 
     # --- reading -------------------------------------------------------------------
@@ -188,9 +206,42 @@ class PackageHost:
         except UnknownPackageError:
             raise self._not_loaded(tenant, name) from None
 
-    async def run_workflow(self, tenant: str, name: str, workflow: str | None, context: ContextLike) -> WorkflowRun:
+    async def run_workflow(self, tenant: str, name: str, workflow: str | None, context: ContextLike,
+                           origin: str = REQUEST) -> tuple[str, WorkflowRun]:
+        """Run a workflow, recorded in the run history from its start (a refused request records nothing)."""
+        run_id = ""
+        started = time.perf_counter()
+
+        async def starting(workflow_name: str) -> None:
+            nonlocal run_id
+            run_id = await self._in_thread(self.runs.started, tenant, name, workflow_name, origin)
+
         try:
-            return await self.supervisor.run_workflow(package_key(name, tenant), workflow, context)
+            run = await self.supervisor.run_workflow(package_key(name, tenant), workflow, context, starting)
+        except UnknownPackageError:
+            raise self._not_loaded(tenant, name) from None
+        except BaseException as exc:
+            if run_id:
+                status, error = ((LOST, "nobody waits for this run any more: its caller went away or the service "
+                                  "is stopping") if isinstance(exc, asyncio.CancelledError)
+                                 else ("failed", f"{type(exc).__name__}: {exc}"))
+                await asyncio.shield(self._in_thread(self.runs.finished, run_id, status, error,
+                                                     (time.perf_counter() - started) * 1000.0))
+            raise
+        await self._in_thread(self.runs.finished, run_id, run.status, run.error_message, run.duration_ms)
+        return run_id, run
+
+    async def run_scheduled(self, tenant: str, name: str, workflow: str, context: dict[str, Any],
+                            origin: str) -> tuple[str, WorkflowRun]:
+        return await self.run_workflow(tenant, name, workflow, context, origin)
+
+    async def workflow_runs(self, tenant: str, name: str | None = None, limit: int = 100,
+                            offset: int = 0) -> list[RunRecord]:
+        return await self._in_thread(self.runs.runs, tenant, name, None, limit, offset)
+
+    async def poll_trigger(self, tenant: str, name: str, trigger: str) -> CallResult:
+        try:
+            return await self.supervisor.poll_trigger(package_key(name, tenant), trigger)
         except UnknownPackageError:
             raise self._not_loaded(tenant, name) from None
 
@@ -200,8 +251,10 @@ class PackageHost:
         return PackageUnavailableError(f"package {name!r} is {view.state}" + (f": {view.error}" if view.error else ""))
 
     async def close(self) -> None:
+        await self.schedules.close()  # no fire starts while the sandboxes stop
         await self.supervisor.close()
         await self._in_thread(self.store.close)
+        await self._in_thread(self.runs.close)
         self._io.shutdown(wait=True)
 
 

@@ -191,18 +191,20 @@ class Trigger(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function: _Optional[str] = ..., workflow: _Optional[str] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("call_id", "task_id", "context_json", "cancel", "resume")
+    __slots__ = ("call_id", "task_id", "context_json", "cancel", "resume", "trigger")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     task_id: str
     context_json: bytes
     cancel: bool
     resume: bool
-    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ..., cancel: _Optional[bool] = ..., resume: _Optional[bool] = ...) -> None: ...
+    trigger: str
+    def __init__(self, call_id: _Optional[int] = ..., task_id: _Optional[str] = ..., context_json: _Optional[bytes] = ..., cancel: _Optional[bool] = ..., resume: _Optional[bool] = ..., trigger: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("file", "line", "function")

@@ -224,15 +224,153 @@ class TaskOutcome(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., attempts: _Optional[int] = ..., duration_ms: _Optional[float] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., skip_reason: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowResponse(_message.Message):
-    __slots__ = ("status", "workflow", "final_context_json", "tasks", "duration_ms")
+    __slots__ = ("status", "workflow", "final_context_json", "tasks", "duration_ms", "run_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     FINAL_CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     status: Status
     workflow: str
     final_context_json: bytes
     tasks: _containers.RepeatedCompositeFieldContainer[TaskOutcome]
     duration_ms: float
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., workflow: _Optional[str] = ..., final_context_json: _Optional[bytes] = ..., tasks: _Optional[_Iterable[_Union[TaskOutcome, _Mapping]]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+    run_id: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., workflow: _Optional[str] = ..., final_context_json: _Optional[bytes] = ..., tasks: _Optional[_Iterable[_Union[TaskOutcome, _Mapping]]] = ..., duration_ms: _Optional[float] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class ListWorkflowRunsRequest(_message.Message):
+    __slots__ = ("package", "limit", "offset")
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    limit: int
+    offset: int
+    def __init__(self, package: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class WorkflowRunRecord(_message.Message):
+    __slots__ = ("run_id", "package", "workflow", "origin", "status", "started_at", "finished_at", "duration_ms", "error")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    package: str
+    workflow: str
+    origin: str
+    status: str
+    started_at: float
+    finished_at: float
+    duration_ms: float
+    error: str
+    def __init__(self, run_id: _Optional[str] = ..., package: _Optional[str] = ..., workflow: _Optional[str] = ..., origin: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ListWorkflowRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[WorkflowRunRecord]
+    def __init__(self, runs: _Optional[_Iterable[_Union[WorkflowRunRecord, _Mapping]]] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("id", "package", "trigger", "workflow", "kind", "cron", "timezone", "poll_interval_ms", "allow_concurrent", "enabled", "next_fire_at", "last_fire_at", "last_poll_at", "running", "catchup_policy")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[Schedule.Kind]
+        CRON: _ClassVar[Schedule.Kind]
+        POLL: _ClassVar[Schedule.Kind]
+    KIND_UNSPECIFIED: Schedule.Kind
+    CRON: Schedule.Kind
+    POLL: Schedule.Kind
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    POLL_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_POLL_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    package: str
+    trigger: str
+    workflow: str
+    kind: Schedule.Kind
+    cron: str
+    timezone: str
+    poll_interval_ms: int
+    allow_concurrent: bool
+    enabled: bool
+    next_fire_at: float
+    last_fire_at: float
+    last_poll_at: float
+    running: int
+    catchup_policy: str
+    def __init__(self, id: _Optional[str] = ..., package: _Optional[str] = ..., trigger: _Optional[str] = ..., workflow: _Optional[str] = ..., kind: _Optional[_Union[Schedule.Kind, str]] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., poll_interval_ms: _Optional[int] = ..., allow_concurrent: _Optional[bool] = ..., enabled: _Optional[bool] = ..., next_fire_at: _Optional[float] = ..., last_fire_at: _Optional[float] = ..., last_poll_at: _Optional[float] = ..., running: _Optional[int] = ..., catchup_policy: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ("package",)
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    def __init__(self, package: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
+class ScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class ListScheduleRunsRequest(_message.Message):
+    __slots__ = ("schedule_id", "limit", "offset")
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    limit: int
+    offset: int
+    def __init__(self, schedule_id: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ScheduleRun(_message.Message):
+    __slots__ = ("id", "schedule_id", "outcome", "scheduled_at", "started_at", "finished_at", "run_id", "error", "context_hash")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_HASH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    schedule_id: str
+    outcome: str
+    scheduled_at: float
+    started_at: float
+    finished_at: float
+    run_id: str
+    error: str
+    context_hash: str
+    def __init__(self, id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., outcome: _Optional[str] = ..., scheduled_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., run_id: _Optional[str] = ..., error: _Optional[str] = ..., context_hash: _Optional[str] = ...) -> None: ...
+
+class ListScheduleRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[ScheduleRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[ScheduleRun, _Mapping]]] = ...) -> None: ...

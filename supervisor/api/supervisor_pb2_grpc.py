@@ -69,6 +69,31 @@ class SupervisorStub:
                 request_serializer=supervisor_dot_api_dot_supervisor__pb2.RunWorkflowRequest.SerializeToString,
                 response_deserializer=supervisor_dot_api_dot_supervisor__pb2.RunWorkflowResponse.FromString,
                 _registered_method=True)
+        self.ListWorkflowRuns = channel.unary_unary(
+                '/cloaca.sandbox.v1.Supervisor/ListWorkflowRuns',
+                request_serializer=supervisor_dot_api_dot_supervisor__pb2.ListWorkflowRunsRequest.SerializeToString,
+                response_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListWorkflowRunsResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/cloaca.sandbox.v1.Supervisor/ListSchedules',
+                request_serializer=supervisor_dot_api_dot_supervisor__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/cloaca.sandbox.v1.Supervisor/PauseSchedule',
+                request_serializer=supervisor_dot_api_dot_supervisor__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=supervisor_dot_api_dot_supervisor__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/cloaca.sandbox.v1.Supervisor/ResumeSchedule',
+                request_serializer=supervisor_dot_api_dot_supervisor__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=supervisor_dot_api_dot_supervisor__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListScheduleRuns = channel.unary_unary(
+                '/cloaca.sandbox.v1.Supervisor/ListScheduleRuns',
+                request_serializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsRequest.SerializeToString,
+                response_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -117,6 +142,41 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflowRuns(self, request, context):
+        """Workflow runs (by RunWorkflow or by a schedule), newest first, with how each ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Schedules: each loaded package's @cloaca.trigger, cron or poll, owned by its tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """no fire until resumed; runs under way go on
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """fires from the next due time (missed ones are skipped)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScheduleRuns(self, request, context):
+        """A schedule's fires and polls that did something, newest first: the run each started and how it ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +214,31 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.RunWorkflow,
                     request_deserializer=supervisor_dot_api_dot_supervisor__pb2.RunWorkflowRequest.FromString,
                     response_serializer=supervisor_dot_api_dot_supervisor__pb2.RunWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflowRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowRuns,
+                    request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListWorkflowRunsRequest.FromString,
+                    response_serializer=supervisor_dot_api_dot_supervisor__pb2.ListWorkflowRunsResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=supervisor_dot_api_dot_supervisor__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ScheduleRequest.FromString,
+                    response_serializer=supervisor_dot_api_dot_supervisor__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ScheduleRequest.FromString,
+                    response_serializer=supervisor_dot_api_dot_supervisor__pb2.Schedule.SerializeToString,
+            ),
+            'ListScheduleRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScheduleRuns,
+                    request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsRequest.FromString,
+                    response_serializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +430,141 @@ class Supervisor:
             '/cloaca.sandbox.v1.Supervisor/RunWorkflow',
             supervisor_dot_api_dot_supervisor__pb2.RunWorkflowRequest.SerializeToString,
             supervisor_dot_api_dot_supervisor__pb2.RunWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloaca.sandbox.v1.Supervisor/ListWorkflowRuns',
+            supervisor_dot_api_dot_supervisor__pb2.ListWorkflowRunsRequest.SerializeToString,
+            supervisor_dot_api_dot_supervisor__pb2.ListWorkflowRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloaca.sandbox.v1.Supervisor/ListSchedules',
+            supervisor_dot_api_dot_supervisor__pb2.ListSchedulesRequest.SerializeToString,
+            supervisor_dot_api_dot_supervisor__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloaca.sandbox.v1.Supervisor/PauseSchedule',
+            supervisor_dot_api_dot_supervisor__pb2.ScheduleRequest.SerializeToString,
+            supervisor_dot_api_dot_supervisor__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloaca.sandbox.v1.Supervisor/ResumeSchedule',
+            supervisor_dot_api_dot_supervisor__pb2.ScheduleRequest.SerializeToString,
+            supervisor_dot_api_dot_supervisor__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScheduleRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloaca.sandbox.v1.Supervisor/ListScheduleRuns',
+            supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsRequest.SerializeToString,
+            supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,7 +32,10 @@ from supervisor.archive_store import VersionConflictError
 from supervisor.edge.auth import Authenticator
 from supervisor.edge.quotas import QuotaExceeded, TenantQuotas
 from supervisor.errors import PackageError
+from cloaca.schedules.model import Execution, ScheduleKind
 from supervisor.results import CallRejected, CallResult
+from supervisor.run_history import RunRecord
+from supervisor.scheduling import ScheduleView, UnknownScheduleError
 from supervisor.tenants import FAILED, LOADING, READY, PackageHost, PackageView
 
 log = logging.getLogger(__name__)
@@ -94,11 +97,36 @@ def outcome_message(outcome: TaskOutcome) -> pb.TaskOutcome:
     return message
 
 
-def run_message(run: WorkflowRun) -> pb.RunWorkflowResponse:
+def run_message(run_id: str, run: WorkflowRun) -> pb.RunWorkflowResponse:
     return pb.RunWorkflowResponse(status=_STATUSES[run.status.lower()], workflow=run.workflow,
                                   final_context_json=run.final_context.to_json().encode(),
                                   tasks=[outcome_message(o) for o in run.tasks.values()],
-                                  duration_ms=run.duration_ms)
+                                  duration_ms=run.duration_ms, run_id=run_id)
+
+
+def run_record_message(record: RunRecord) -> pb.WorkflowRunRecord:
+    return pb.WorkflowRunRecord(run_id=record.id, package=record.package, workflow=record.workflow,
+                                origin=record.origin, status=record.status, started_at=record.started_at,
+                                finished_at=record.finished_at or 0.0, duration_ms=record.duration_ms or 0.0,
+                                error=record.error or "")
+
+
+def schedule_message(view: ScheduleView) -> pb.Schedule:
+    schedule = view.schedule
+    return pb.Schedule(
+        id=schedule.id, package=schedule.package, trigger=schedule.name, workflow=schedule.workflow,
+        kind=pb.Schedule.CRON if schedule.kind is ScheduleKind.CRON else pb.Schedule.POLL,
+        cron=schedule.cron_expression or "", timezone=schedule.timezone if schedule.cron_expression else "",
+        poll_interval_ms=schedule.poll_interval_ms or 0, allow_concurrent=schedule.allow_concurrent,
+        enabled=schedule.enabled, next_fire_at=view.next_fire_at or 0.0, last_fire_at=schedule.last_run_at or 0.0,
+        last_poll_at=schedule.last_poll_at or 0.0, running=view.running, catchup_policy=schedule.catchup_policy)
+
+
+def schedule_run_message(execution: Execution) -> pb.ScheduleRun:
+    return pb.ScheduleRun(id=execution.id, schedule_id=execution.schedule_id, outcome=execution.outcome.value,
+                          scheduled_at=execution.scheduled_time or 0.0, started_at=execution.started_at or 0.0,
+                          finished_at=execution.completed_at or 0.0, run_id=execution.run_id or "",
+                          error=execution.error or "", context_hash=execution.context_hash or "")
 
 
 class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
@@ -234,9 +262,49 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
                           context: grpc.aio.ServicerContext) -> pb.RunWorkflowResponse:
         async with self._request(context) as tenant:
             name = await self._package_name(tenant, request.package, context)
-            run = await self.host.run_workflow(tenant, name, request.workflow or None,
-                                               request.context_json or b"{}")
-            return run_message(run)
+            run_id, run = await self.host.run_workflow(tenant, name, request.workflow or None,
+                                                       request.context_json or b"{}")
+            return run_message(run_id, run)
+
+    async def ListWorkflowRuns(self, request: pb.ListWorkflowRunsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListWorkflowRunsResponse:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context) if request.package else None
+            records = await self.host.workflow_runs(tenant, name, request.limit or 100, request.offset)
+            return pb.ListWorkflowRunsResponse(runs=[run_record_message(record) for record in records])
+
+    async def ListSchedules(self, request: pb.ListSchedulesRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListSchedulesResponse:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context) if request.package else None
+            views = await self.host.schedules.list(tenant, name)
+            return pb.ListSchedulesResponse(schedules=[schedule_message(view) for view in views])
+
+    async def PauseSchedule(self, request: pb.ScheduleRequest, context: grpc.aio.ServicerContext) -> pb.Schedule:
+        return await self._set_enabled(request, context, False)
+
+    async def ResumeSchedule(self, request: pb.ScheduleRequest, context: grpc.aio.ServicerContext) -> pb.Schedule:
+        return await self._set_enabled(request, context, True)
+
+    async def _set_enabled(self, request: pb.ScheduleRequest, context: grpc.aio.ServicerContext,
+                           enabled: bool) -> pb.Schedule:
+        async with self._request(context) as tenant:
+            try:
+                view = await self.host.schedules.set_enabled(tenant, request.schedule_id, enabled)
+            except UnknownScheduleError as exc:
+                await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            log.info("tenant %s %s schedule %s", tenant, "resumed" if enabled else "paused", request.schedule_id)
+            return schedule_message(view)
+
+    async def ListScheduleRuns(self, request: pb.ListScheduleRunsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListScheduleRunsResponse:
+        async with self._request(context) as tenant:
+            try:
+                executions = await self.host.schedules.executions(tenant, request.schedule_id, request.limit or 100,
+                                                                  request.offset)
+            except UnknownScheduleError as exc:
+                await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            return pb.ListScheduleRunsResponse(runs=[schedule_run_message(e) for e in executions])
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

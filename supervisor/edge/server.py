@@ -160,10 +160,12 @@ class SupervisorServer:
     async def _load_packages(self) -> None:
         assert self.host is not None and self.watcher is not None
         try:
-            await self.host.restore()
-            await self.watcher.start()
-        except Exception:  # noqa: BLE001 - the service keeps serving what did load
-            log.exception("loading stored and watched packages failed")
+            try:
+                await self.host.restore()
+                await self.watcher.start()
+            except Exception:  # noqa: BLE001 - the service keeps serving what did load
+                log.exception("loading stored and watched packages failed")
+            await self.host.start_schedules()  # once packages are loaded: no fire finds its package loading
         finally:
             for service in ("", SERVICE_NAME):
                 await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -540,6 +540,16 @@ class Sandbox:
 
     async def call(self, task_id: str, context_json: bytes, timeout: float | None = None) -> CallResult:
         """Run one call. Waiting for a slot and running count against the same deadline."""
+        return await self._call(task_id, context_json, timeout, "")
+
+    async def poll(self, trigger: str, timeout: float | None = None) -> CallResult:
+        """Call a poll trigger's function once, as a call: the same slots, deadline and answers.
+
+        On success the result's context is {"fire": bool, "context": {...}}.
+        """
+        return await self._call("", b"", timeout, trigger)
+
+    async def _call(self, task_id: str, context_json: bytes, timeout: float | None, trigger: str) -> CallResult:
         loop = asyncio.get_running_loop()
         timeout = self.limits.call_timeout if timeout is None else min(timeout, self.limits.call_timeout)
         started = time.perf_counter()
@@ -550,15 +560,17 @@ class Sandbox:
                 f"package {self.key!r} is overloaded: {self.limits.max_concurrency} calls running and "
                 f"{self.limits.max_queue} waiting; try again later")
         self._admitted += 1
+        what = f"trigger {trigger!r}" if trigger else f"task {task_id!r}"
         try:
             while True:
                 incarnation = await self._acquire(deadline)
                 if incarnation is None:
                     return self._result(task_id, started, error=TaskError(
-                        TIMEOUT, "TimeoutError", f"task {task_id!r} waited {timeout:g}s for its sandbox and never ran"))
+                        TIMEOUT, "TimeoutError", f"{what} waited {timeout:g}s for its sandbox and never ran"))
                 slot = CallSlot(self, incarnation)
                 try:
-                    return await self._send(incarnation, slot, task_id, context_json, timeout, deadline, started)
+                    return await self._send(incarnation, slot, task_id, context_json, timeout, deadline, started,
+                                            trigger)
                 except LinkBroken:
                     continue  # never sent: wait for the next incarnation
                 finally:
@@ -609,9 +621,11 @@ class Sandbox:
             self._wake()
 
     async def _send(self, incarnation: Incarnation, slot: "CallSlot", task_id: str, context_json: bytes,
-                    timeout: float, deadline: float, started: float) -> CallResult:
-        call_id, future = await incarnation.link.call(task_id, context_json, on_progress=slot.progress)
+                    timeout: float, deadline: float, started: float, trigger: str) -> CallResult:
+        call_id, future = await incarnation.link.call(task_id, context_json, on_progress=slot.progress,
+                                                      trigger=trigger)
         slot.call_id = call_id
+        what = f"trigger {trigger!r}" if trigger else f"task {task_id!r}"
         try:
             async with asyncio.timeout_at(deadline):
                 response = await asyncio.shield(future)
@@ -620,13 +634,12 @@ class Sandbox:
         except asyncio.TimeoutError:
             self._abandon(incarnation, task_id, call_id, future, TaskError(
                 CRASHED, "SandboxRestarted",
-                f"the sandbox was replaced because a call to {task_id!r} ran past its {timeout:g}s timeout"))
+                f"the sandbox was replaced because a call to {what} ran past its {timeout:g}s timeout"))
             return self._result(task_id, started, error=TaskError(
-                TIMEOUT, "TimeoutError", f"task {task_id!r} did not finish within {timeout:g}s; "
-                                         "its sandbox was replaced"))
+                TIMEOUT, "TimeoutError", f"{what} did not finish within {timeout:g}s; its sandbox was replaced"))
         except asyncio.CancelledError:
             self._abandon(incarnation, task_id, call_id, future, TaskError(
-                CRASHED, "SandboxRestarted", f"the sandbox was replaced because a call to {task_id!r} was abandoned"))
+                CRASHED, "SandboxRestarted", f"the sandbox was replaced because a call to {what} was abandoned"))
             raise
         output = CallOutput(response.output.stdout, response.output.stderr,
                             response.output.stdout_dropped_bytes, response.output.stderr_dropped_bytes)

@@ -148,9 +148,10 @@ class SandboxLink:
     def usable(self) -> bool:
         return self.broken is None and self._stream is not None
 
-    async def call(self, task_id: str, context_json: bytes,
-                   on_progress: Callable[[int], None] | None = None) -> tuple[int, asyncio.Future[pb.CallResponse]]:
-        """Send a call; returns its id and the future of its answer. LinkBroken if the link is down (nothing sent).
+    async def call(self, task_id: str, context_json: bytes, on_progress: Callable[[int], None] | None = None,
+                   trigger: str = "") -> tuple[int, asyncio.Future[pb.CallResponse]]:
+        """Send a call (a task's, or a trigger's poll); returns its id and the future of its answer.
+        LinkBroken if the link is down (nothing sent).
 
         `on_progress(step)` hears the steps of a deferral (pb.DEFERRED, pb.WANTS_SLOT) before the answer.
         """
@@ -164,7 +165,8 @@ class SandboxLink:
         try:
             async with self._write_lock:
                 assert self._stream is not None
-                await self._stream.write(pb.CallRequest(call_id=call_id, task_id=task_id, context_json=context_json))
+                await self._stream.write(pb.CallRequest(call_id=call_id, task_id=task_id, context_json=context_json,
+                                                        trigger=trigger))
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             self._pending.pop(call_id, None)
             self._progress.pop(call_id, None)

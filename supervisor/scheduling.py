@@ -1,0 +1,176 @@
+"""The service's schedules: each loaded package's `@cloaca.trigger`s, owned by its tenant, fired in its sandbox.
+
+    package loaded   -> its triggers become (or stay) its tenant's schedules   (ScheduleStore.sync_package)
+    package unloaded -> they go inactive; history and pauses stay for a reload (ScheduleStore.deactivate_package)
+    cron fire        -> the workflow runs as a RunWorkflow would, recorded with origin "schedule:<id>"
+    poll             -> the trigger's function runs in the package's sandbox, as a call (same slots, timeout,
+                        memory limit); its answer fires a run, skips, or is recorded as a poll error
+
+The scheduler itself (`cloaca.schedules.scheduler`) is the same one DefaultRunner
+uses in-process; this module gives it the sandboxes to run in and keeps the
+store in the service's data dir (`schedules.db`), so schedules and their
+history survive a restart, and a fire is claimed at most once across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
+
+import orjson
+
+from cloaca.engine import WorkflowRun
+from cloaca.schedules.cron import CronError, CronExpression
+from cloaca.schedules.model import Execution, PollOutcome, RunOutcome, Schedule, ScheduleKind, TriggerDefinition
+from cloaca.schedules.scheduler import Scheduler
+from cloaca.schedules.store import ScheduleStore, UnknownScheduleError
+from cloaca.triggers import parse_duration_ms
+from supervisor.discovery import Discovery
+from supervisor.errors import InvalidTriggerError
+from supervisor.results import CallRejected, CallResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+STORE_FILE = "schedules.db"
+
+
+def schedule_definitions(discovery: Discovery) -> list[TriggerDefinition]:
+    """A package's triggers as schedules; InvalidTriggerError names the first that cannot be scheduled."""
+    workflows = {workflow.name for workflow in discovery.workflows}
+    definitions = []
+    for trigger in discovery.triggers:
+        options = trigger.options
+        where = f"trigger {trigger.name!r}"
+        if trigger.workflow not in workflows:
+            raise InvalidTriggerError(f"package refused: {where} fires workflow {trigger.workflow!r}, which the "
+                                      f"package does not declare (its workflows: {', '.join(sorted(workflows))})")
+        cron = options.get("cron")
+        try:
+            if cron is not None:
+                zone = CronExpression(cron, options.get("timezone")).timezone_name
+                definitions.append(TriggerDefinition(trigger.name, trigger.workflow, cron=cron, timezone=zone,
+                                                     allow_concurrent=bool(options.get("allow_concurrent"))))
+            else:
+                interval = parse_duration_ms(options.get("poll_interval") or "30s")
+                if interval <= 0:
+                    raise ValueError("a poll interval must be longer than 0ms")
+                definitions.append(TriggerDefinition(trigger.name, trigger.workflow, poll_interval_ms=interval,
+                                                     allow_concurrent=bool(options.get("allow_concurrent"))))
+        except (CronError, ValueError) as exc:
+            raise InvalidTriggerError(f"package refused: {where}: {exc}") from None
+    return definitions
+
+
+class ScheduledWork(Protocol):
+    """What the scheduler needs of the service: run a tenant's workflow, poll a tenant's trigger."""
+
+    async def run_scheduled(self, tenant: str, package: str, workflow: str, context: dict[str, Any],
+                            origin: str) -> tuple[str, WorkflowRun]: ...
+
+    async def poll_trigger(self, tenant: str, package: str, trigger: str) -> CallResult: ...
+
+
+class SandboxRunner:
+    """The scheduler's `ScheduleRunner` in the service: runs and polls go to the package's sandbox."""
+
+    def __init__(self, work: ScheduledWork) -> None:
+        self._work = work
+
+    async def run(self, schedule: Schedule, context: dict[str, Any]) -> RunOutcome:
+        try:
+            run_id, run = await self._work.run_scheduled(schedule.owner, schedule.package, schedule.workflow,
+                                                         context, f"schedule:{schedule.id}")
+        except (CallRejected, ValueError) as exc:  # unavailable, overloaded, a bad context: it never started
+            return RunOutcome("failed", error=f"{type(exc).__name__}: {exc}")
+        return RunOutcome(run.status, run_id=run_id, error=run.error_message)
+
+    async def poll(self, schedule: Schedule) -> PollOutcome:
+        try:
+            result = await self._work.poll_trigger(schedule.owner, schedule.package, schedule.name)
+        except (CallRejected, ValueError) as exc:
+            return PollOutcome(False, error=f"{type(exc).__name__}: {exc}")
+        if result.error is not None:
+            return PollOutcome(False, error=f"{result.error.type}: {result.error.message}")
+        answer = orjson.loads(result.context_json or b"{}")
+        return PollOutcome(bool(answer.get("fire")), answer.get("context") or {})
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule as operators see it: the stored schedule, its next fire, and its runs under way."""
+
+    schedule: Schedule
+    next_fire_at: float | None
+    running: int
+
+
+class ServiceSchedules:
+    def __init__(self, data_dir: Path, work: ScheduledWork,
+                 in_thread: Callable[..., Awaitable[Any]]) -> None:
+        self.store = ScheduleStore(data_dir / STORE_FILE)
+        self._in_thread = in_thread
+        self.scheduler = Scheduler(self.store, SandboxRunner(work), in_thread)
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+
+    async def package_loaded(self, tenant: str, package: str, discovery: Discovery) -> list[Schedule]:
+        definitions = schedule_definitions(discovery)
+        schedules = await self._in_thread(self.store.sync_package, tenant, package, definitions)
+        self.scheduler.changed()
+        if schedules:
+            log.info("%s/%s: %d schedule(s) active", tenant, package, len(schedules))
+        return schedules
+
+    async def package_unloaded(self, tenant: str, package: str) -> None:
+        await self._in_thread(self.store.deactivate_package, tenant, package)
+        self.scheduler.changed()
+
+    # --- what operators ask --------------------------------------------------------------
+
+    async def list(self, tenant: str, package: str | None = None) -> list[ScheduleView]:
+        schedules = await self._in_thread(self.store.schedules, None, tenant, False, 10_000, 0)
+        return [self._view(s) for s in schedules if package in (None, "", s.package)]
+
+    async def get(self, tenant: str, schedule_id: str) -> ScheduleView:
+        return self._view(await self._owned(tenant, schedule_id))
+
+    async def set_enabled(self, tenant: str, schedule_id: str, enabled: bool) -> ScheduleView:
+        await self._owned(tenant, schedule_id)
+        schedule = await self._in_thread(self.store.set_enabled, schedule_id, enabled)
+        self.scheduler.changed()
+        return self._view(schedule)
+
+    async def executions(self, tenant: str, schedule_id: str, limit: int = 100, offset: int = 0) -> list[Execution]:
+        await self._owned(tenant, schedule_id)
+        return await self._in_thread(self.store.executions, schedule_id, limit, offset)
+
+    async def _owned(self, tenant: str, schedule_id: str) -> Schedule:
+        """The tenant's schedule; another tenant's is as unknown as one that never existed."""
+        try:
+            schedule = await self._in_thread(self.store.get, schedule_id)
+        except UnknownScheduleError:
+            schedule = None
+        if schedule is None or schedule.owner != tenant or not schedule.active:
+            raise UnknownScheduleError(f"no schedule {schedule_id!r} (list yours with `cloaca-sandbox schedules`)")
+        return schedule
+
+    def _view(self, schedule: Schedule) -> ScheduleView:
+        if not schedule.enabled:
+            next_fire = None
+        elif schedule.kind is ScheduleKind.CRON:
+            next_fire = schedule.next_run_at
+        else:
+            next_fire = (schedule.last_poll_at or schedule.created_at) + (schedule.poll_interval_ms or 0) / 1000.0
+        return ScheduleView(schedule, next_fire, self.scheduler.running(schedule.id))
+
+    async def close(self) -> None:
+        await self.scheduler.stop()
+        await self._in_thread(self.store.close)
+
+
+__all__ = ["ScheduleView", "ServiceSchedules", "SandboxRunner", "UnknownScheduleError", "schedule_definitions"]
