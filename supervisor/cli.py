@@ -140,6 +140,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
 async def _serve(server: Any, config: Any, grace: float) -> int:
     from supervisor.edge.server import ConfigError
+    from supervisor.instance_lock import DataDirInUse
     from supervisor.sandboxes.isolation import IsolationUnavailable
     from supervisor.secrets import SecretsFileError
     from supervisor.variables import VariablesFileError
@@ -150,7 +151,7 @@ async def _serve(server: Any, config: Any, grace: float) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-    except (ConfigError, IsolationUnavailable, SecretsFileError, VariablesFileError, OSError) as exc:
+    except (ConfigError, DataDirInUse, IsolationUnavailable, SecretsFileError, VariablesFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop(0)
         return EXIT_USAGE

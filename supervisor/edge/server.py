@@ -23,6 +23,7 @@ from supervisor.config import MIB, IsolationLevel, LauncherKind, SupervisorConfi
 from supervisor.edge.auth import Authenticator, load_api_keys
 from supervisor.edge.grpc_service import SupervisorService
 from supervisor.edge.quotas import TenantQuotas
+from supervisor.instance_lock import DataDirLock
 from supervisor.tenants import PackageHost, default_data_dir
 from supervisor.watcher import DirectoryWatcher
 
@@ -116,10 +117,17 @@ class SupervisorServer:
         self.loaded = asyncio.Event()  # set once restore and the first scan are done
         self._loader: asyncio.Task[None] | None = None
         self.watcher: DirectoryWatcher | None = None
+        self.lock = DataDirLock(config.data_dir)
 
     async def start(self) -> None:
-        """Listen; then load stored and watched packages in the background (health NOT_SERVING until done)."""
+        """Listen; then load stored and watched packages in the background (health NOT_SERVING until done).
+
+        Raises DataDirInUse when another service holds the data dir, ConfigError when the
+        address is taken (naming the process listening there, where it can be known).
+        """
         config = self.config
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock.acquire()  # before anything in the data dir is touched
         self.host = PackageHost(config.data_dir, config.supervisor_config())
         message_limit = config.max_context_mib * MIB + MIB  # a context plus the message around it
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", message_limit),
@@ -144,10 +152,10 @@ class SupervisorServer:
                 self.port = self.server.add_secure_port(config.listen, credentials)
             else:
                 self.port = self.server.add_insecure_port(config.listen)
-        except RuntimeError as exc:
-            raise ConfigError(f"could not listen on {config.listen}: {exc}") from None
+        except RuntimeError:
+            raise ConfigError(_unavailable_address(config.listen)) from None
         if self.port == 0 and not config.listen.startswith("unix:"):
-            raise ConfigError(f"could not listen on {config.listen}: the address is in use or not available")
+            raise ConfigError(_unavailable_address(config.listen))
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.host.start()
@@ -183,4 +191,40 @@ class SupervisorServer:
             await asyncio.gather(self._loader, return_exceptions=True)
         if self.host is not None:
             await self.host.close()
+        self.lock.release()
         log.info("stopped")
+
+
+def _unavailable_address(listen: str) -> str:
+    """Why `listen` could not be bound: who listens there, when this machine says."""
+    if listen.startswith("unix:"):
+        return f"could not listen on {listen}: the socket path is in use or not writable"
+    port_text = listen.rsplit(":", 1)[-1]
+    holder = _listening_pid(int(port_text)) if port_text.isdigit() else None
+    if holder is not None:
+        return (f"could not listen on {listen}: the address is in use by pid {holder}"
+                + (f" ({holder_name})" if (holder_name := _process_name(holder)) else ""))
+    return f"could not listen on {listen}: the address is in use or not available on this machine"
+
+
+def _listening_pid(port: int) -> int | None:
+    import psutil
+
+    try:
+        connections = psutil.net_connections("inet")
+    except (psutil.Error, OSError):
+        return None  # not allowed to look: say less
+    for connection in connections:
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port \
+                and connection.pid:
+            return connection.pid
+    return None
+
+
+def _process_name(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline()[:4])
+    except (psutil.Error, OSError):
+        return ""
