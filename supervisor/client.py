@@ -27,11 +27,15 @@ class SupervisorClient:
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
     def upload(self, archive: Path, timeout: float | None = None) -> pb.Package:
+        """Stream the archive; an archive that cannot be read raises OSError before anything is sent."""
+        handle = open(archive, "rb")  # here, not in the stream: gRPC would hide why it failed
+
         def chunks() -> Iterator[pb.UploadPackageRequest]:
-            with open(archive, "rb") as handle:
-                while block := handle.read(CHUNK_BYTES):
-                    yield pb.UploadPackageRequest(chunk=block)
-        return self.stub.UploadPackage(chunks(), metadata=self.metadata, timeout=timeout)
+            while block := handle.read(CHUNK_BYTES):
+                yield pb.UploadPackageRequest(chunk=block)
+
+        with handle:
+            return self.stub.UploadPackage(chunks(), metadata=self.metadata, timeout=timeout)
 
     def unload(self, package: str) -> None:
         self.stub.UnloadPackage(pb.UnloadPackageRequest(package=package), metadata=self.metadata)

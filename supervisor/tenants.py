@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from supervisor.results import CallResult, PackageInfo, PackageUnavailableError,
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
+WATCHED_SCRATCH_PREFIX = ".watched-"  # where a watched file is copied before it loads, inside the data dir
 LOADING, READY, FAILED = "loading", "ready", "failed"
 
 T = TypeVar("T")
@@ -65,7 +65,21 @@ class PackageHost:
         return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
 
     async def start(self) -> None:
+        """Clear what a previous service left (it may have been killed), then start the supervisor."""
+        await self._in_thread(self._sweep)
         await self.supervisor.start()
+
+    def _sweep(self) -> None:
+        report = self.store.sweep()
+        scratch = [path for path in self.data_dir.glob(f"{WATCHED_SCRATCH_PREFIX}*") if path.is_dir()]
+        work = self.supervisor.config.work_dir
+        stale = [path for path in (work / "packages", work / "run") if path.exists()] if work is not None else []
+        for path in scratch + stale:
+            shutil.rmtree(path, ignore_errors=True)
+        report.scratch_dirs = len(scratch) + len(stale)
+        if report:
+            log.info("removed what a previous run left: %d partial upload(s), %d unreferenced archive(s), "
+                     "%d staging dir(s)", report.partial_uploads, report.unreferenced_archives, report.scratch_dirs)
 
     # --- loading -------------------------------------------------------------------
 
@@ -98,14 +112,27 @@ class PackageHost:
                                                                     entry.version, str(exc))
 
     async def upload(self, tenant: str, archive: Path) -> PackageView:
-        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it."""
-        sha256, stored = await self._in_thread(self.store.store, archive)
+        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it.
 
-        def refuse_version_conflict(package: ExtractedPackage) -> None:
-            self.store.check_version(tenant, package.name, package.version, sha256)
+        A refused upload leaves nothing: its archive is removed (unless a loaded package has the
+        same content) and the version it claimed is withdrawn.
+        """
+        sha256, stored = await self._in_thread(self.store.store, tenant, archive)
+        claimed: list[tuple[str, str]] = []
 
-        info = await self.supervisor.load(stored, namespace=tenant, check=refuse_version_conflict)
-        await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
+        def claim_version(package: ExtractedPackage) -> None:
+            if self.store.claim_version(tenant, package.name, package.version, sha256):
+                claimed.append((package.name, package.version))
+
+        try:
+            info = await self.supervisor.load(stored, namespace=tenant, check=claim_version)
+            await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
+        except BaseException:
+            for name, version in claimed:
+                await self._in_thread(self.store.withdraw_claim, tenant, name, version, sha256)
+            raise
+        finally:
+            await self._in_thread(self.store.release, stored)
         self._mark_loaded(tenant, info.name, "upload")
         return self.get(tenant, info.name)
 
@@ -113,7 +140,7 @@ class PackageHost:
         """Load a watched file; its failure is kept visible under the file's name."""
         source = str(path)
         try:
-            with tempfile.TemporaryDirectory(dir=self.data_dir) as scratch:
+            with tempfile.TemporaryDirectory(prefix=WATCHED_SCRATCH_PREFIX, dir=self.data_dir) as scratch:
                 # Copied first: the watched file may change while it is extracted.
                 snapshot = Path(scratch) / "archive"
                 await self._in_thread(shutil.copyfile, path, snapshot)
@@ -203,8 +230,3 @@ class PackageHost:
         await self.supervisor.close()
         await self._in_thread(self.store.close)
         self._io.shutdown(wait=True)
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "cloaca-sandbox"

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
+from supervisor.client import SupervisorClient
 from supervisor.instance_lock import DataDirInUse, DataDirLock
+from supervisor.service_config import ServiceConfig
 from tests.conftest import ROOT
+from tests.projects import build
+from tests.servers import ServerThread
 from tests.test_cli_service import Daemon, free_port
+from tests.waiting import wait_until
 
 
 def serve(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -53,3 +64,278 @@ def test_the_lock_excludes_within_one_process_and_is_released(tmp_path):
             DataDirLock(tmp_path).acquire()
     with DataDirLock(tmp_path) as again:
         assert again.held
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_version():
+    shown = cli("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == "cloaca-sandbox 0.1.0"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["list"], ["call", "demo", "task"]])
+def test_a_bad_environment_value_is_one_line_naming_it(command, tmp_path):
+    env = {"CLOACA_SANDBOX_CALL_TIMEOUT": "soon", "CLOACA_SANDBOX_SERVER": "no-port-here",
+           "CLOACA_SANDBOX_DATA_DIR": str(tmp_path)}
+    ran = cli(*command, env=env)
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1, ran.stderr
+    if command == ["serve"]:
+        assert lines[0] == ("error: CLOACA_SANDBOX_CALL_TIMEOUT: input should be a valid number, unable to parse "
+                            "string as a number (got 'soon')")
+    else:
+        assert lines[0] == ("error: CLOACA_SANDBOX_SERVER: the server address must be HOST:PORT (a port from 0 to "
+                            "65535) or unix:PATH (got 'no-port-here')")
+
+
+def test_a_bad_flag_value_is_one_line_saying_what_it_accepts(tmp_path):
+    ran = cli("serve", "--log-level", "verbose", "--data-dir", str(tmp_path))
+    assert ran.returncode == 2
+    assert ran.stderr == "error: --log-level: input should be 'debug', 'info', 'warning' or 'error' (got 'verbose')\n"
+    ran = cli("serve", "--max-queue", "-1", "--data-dir", str(tmp_path))
+    assert ran.stderr == "error: --max-queue: input should be greater than or equal to 0 (got '-1')\n"
+
+
+def test_flags_beat_the_environment_which_beats_the_config_file(tmp_path, monkeypatch):
+    from supervisor.options import load_options
+    from supervisor.service_config import ServiceConfig
+
+    config = tmp_path / "cloaca-sandbox.toml"
+    config.write_text('[serve]\ncall_timeout = 5\nmax_queue = 7\nmax_concurrency = 3\npackages = ["a", "b"]\n'
+                      '[client]\nserver = "elsewhere:1"\n')
+    monkeypatch.setenv("CLOACA_SANDBOX_CONFIG", str(config))
+    monkeypatch.setenv("CLOACA_SANDBOX_MAX_QUEUE", "8")
+    monkeypatch.setenv("CLOACA_SANDBOX_CALL_TIMEOUT", "6")
+    options = load_options(ServiceConfig, {"call_timeout": "9"})
+    assert (options.call_timeout, options.max_queue, options.max_concurrency) == (9, 8, 3)
+    assert options.packages == [Path("a"), Path("b")] and options.import_timeout == 60  # the file, the default
+    monkeypatch.setenv("CLOACA_SANDBOX_PACKAGES", f"c{os.pathsep}d")
+    assert load_options(ServiceConfig, {}).packages == [Path("c"), Path("d")]
+
+
+def test_a_bad_config_file_is_one_line_naming_the_file_and_the_option(tmp_path):
+    config = tmp_path / "service.toml"
+    config.write_text("[serve]\ncall_timout = 5\n")
+    ran = cli("serve", "--config", str(config), "--data-dir", str(tmp_path))
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1
+    assert f"the config file {config} has an unknown option 'call_timout' in [serve]" in ran.stderr
+    config.write_text("[serve]\nmemory_limit_mib = 'lots'\n")
+    ran = cli("serve", "--config", str(config), "--data-dir", str(tmp_path))
+    assert ran.stderr.startswith(f"error: memory_limit_mib in [serve] of {config}: input should be a valid integer")
+    config.write_text("[serve\n")
+    ran = cli("list", "--config", str(config))
+    assert ran.returncode == 2 and f"the config file {config} is not valid TOML" in ran.stderr
+    ran = cli("list", "--config", str(tmp_path / "missing.toml"))
+    assert ran.returncode == 2 and "cannot be read: No such file" in ran.stderr
+
+
+def test_every_help_shows_the_defaults():
+    from supervisor.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    assert set(commands.choices) >= {"serve", "list", "call", "run", "upload", "rebuild-index"}
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            takes_value = action.option_strings and action.nargs != 0 and action.dest != "help"
+            if takes_value:
+                assert "default" in (action.help or ""), f"{name} {action.option_strings[0]} shows no default"
+    shown = cli("serve", "--help").stdout
+    assert "(default: 300; env CLOACA_SANDBOX_CALL_TIMEOUT)" in " ".join(shown.split())
+
+
+def test_uploading_a_file_that_does_not_exist_says_so(tmp_path):
+    ran = cli("upload", str(tmp_path / "missing.cloacina"), env={"CLOACA_SANDBOX_SERVER": f"127.0.0.1:{free_port()}"})
+    assert ran.returncode == 2
+    assert ran.stderr == f"error: {tmp_path / 'missing.cloacina'}: No such file or directory\n"
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+DEMO = '''
+import cloaca
+
+@cloaca.task(id="echo")
+def echo(context):
+    context.set("served_by", "{version}")
+    return context
+'''
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("operations-packages")
+    return {
+        "v1": build(root, "demo", DEMO.format(version="1")),
+        "v1-changed": build(root / "changed", "demo", DEMO.format(version="1-changed")),
+        # Imports fine when built; refused by the service, whose environment breaks it.
+        "broken": build(root / "broken", "broken", "import os, cloaca\n@cloaca.task(id='t')\ndef t(c):\n    pass\n"
+                        "if os.environ.get('CLOACINA_VAR_BREAK_IMPORT'):\n    raise ImportError('broken on purpose')\n"),
+    }
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    servers: list[ServerThread] = []
+
+    def start(**overrides) -> tuple[ServerThread, str]:
+        settings = {"listen": "127.0.0.1:0", "data_dir": tmp_path / "data", "memory_limit_mib": 512, **overrides}
+        server = ServerThread(ServiceConfig(**settings))
+        servers.append(server)
+        return server, server.start()
+
+    yield start
+    for server in servers:
+        server.stop(grace=1)
+
+
+def stored_files(data_dir: Path) -> list[str]:
+    return sorted(str(path.relative_to(data_dir)) for path in (data_dir / "archives").rglob("*") if path.is_file())
+
+
+def test_a_refused_upload_leaves_nothing(service, archives, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOACINA_VAR_BREAK_IMPORT", "1")
+    _, address = service()
+    data = tmp_path / "data"
+    bogus = tmp_path / "bogus.cloacina"
+    bogus.write_bytes(b"not an archive" * 100)
+    with SupervisorClient(address) as client:
+        for refused in (bogus, archives["broken"]):
+            with pytest.raises(grpc.RpcError) as caught:
+                client.upload(refused)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert stored_files(data) == []
+        assert not list(data.glob(".upload-*"))
+        client.upload(archives["v1"])
+        with pytest.raises(grpc.RpcError) as conflict:
+            client.upload(archives["v1-changed"])
+        assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        kept = stored_files(data)
+        assert len(kept) == 1 and kept[0].startswith("archives/default/")  # v1's, not the refused one's
+        client.unload("demo")
+        assert stored_files(data) == []  # nothing refers to it now
+
+
+def test_what_a_killed_service_left_is_removed_at_start(service, archives, tmp_path):
+    data = tmp_path / "data"
+    (data / "archives" / "default").mkdir(parents=True)
+    (data / ".upload-x1y2z3").write_bytes(b"half an upload")
+    (data / "archives" / "default" / ("0" * 64 + ".cloacina")).write_bytes(b"stored, never recorded")
+    (data / ".watched-abc").mkdir()
+    (data / "work" / "packages" / "0123abcd" / "workflow").mkdir(parents=True)
+    _, address = service()
+    assert not (data / ".upload-x1y2z3").exists() and not (data / ".watched-abc").exists()
+    assert stored_files(data) == []
+    assert not (data / "work" / "packages" / "0123abcd").exists()
+
+
+def test_renames_into_the_store_are_durable(tmp_path, archives, monkeypatch):
+    from supervisor.archive_store import ArchiveStore
+
+    synced_dirs: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced_dirs.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    store = ArchiveStore(tmp_path)
+    upload = tmp_path / ".upload-1"
+    upload.write_bytes(archives["v1"].read_bytes())
+    monkeypatch.setattr(os, "fsync", fsync)
+    _, stored = store.store("default", upload)
+    store.close()
+    assert stored.parent.stat().st_ino in synced_dirs
+
+
+def test_two_uploads_of_one_version_with_different_content_exactly_one_wins(service, archives, tmp_path):
+    from supervisor.archive_store import VersionConflictError
+
+    server, _ = service()
+    data = tmp_path / "data"
+    for attempt in range(3):
+        copies = []
+        for label in ("v1", "v1-changed"):
+            copy = data / f".upload-race-{attempt}-{label}"
+            copy.write_bytes(archives[label].read_bytes())
+            copies.append(copy)
+
+        async def race() -> list[object]:
+            return await asyncio.gather(*(server.host.upload("racer", copy) for copy in copies),
+                                        return_exceptions=True)
+
+        outcomes = server.run(race())
+        winners = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        losers = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert len(winners) == 1 and len(losers) == 1, outcomes
+        assert isinstance(losers[0], VersionConflictError)
+        served = json.loads(server.run(server.host.call("racer", "demo", "echo", b"{}", None)).context_json)
+        assert served["served_by"] == ("1" if outcomes[0] is winners[0] else "1-changed")
+        assert len(stored_files(data)) == 1
+        server.run(server.host.unload("racer", "demo"))
+
+
+def corrupt_later_page(registry: Path) -> None:
+    data = bytearray(registry.read_bytes())
+    page = 4096
+    assert len(data) >= 4 * page, "the registry must span several pages"
+    start = page * (len(data) // page - 2)
+    data[start:start + page] = bytes(range(256)) * 16
+    registry.write_bytes(bytes(data))
+
+
+def fill_registry(data_dir: Path) -> None:
+    from supervisor.archive_store import ArchiveStore
+
+    store = ArchiveStore(data_dir)
+    for number in range(400):  # history of versions: enough rows for the table to span many pages
+        store.claim_version("history", f"package-{number:04d}", "1.0.0", f"{number:064x}")
+    store.close()
+
+
+@pytest.mark.parametrize("damage", ["first page", "later page"])
+def test_a_damaged_registry_stops_the_service_naming_the_file_and_the_way_back(damage, tmp_path):
+    data = tmp_path / "data"
+    fill_registry(data)
+    registry = data / "registry.db"
+    if damage == "first page":
+        registry.write_bytes(b"\0" * 100 + registry.read_bytes()[100:])
+    else:
+        corrupt_later_page(registry)
+    ran = serve("--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data))
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr, ran.stderr
+    assert f"the package registry {registry} is damaged" in ran.stderr
+    assert f"cloaca-sandbox rebuild-index --data-dir {data}" in ran.stderr
+
+
+def test_rebuild_index_brings_back_every_loaded_package(archives, tmp_path):
+    data = tmp_path / "data"
+    first = Daemon(data)
+    try:
+        assert first.cli("upload", str(archives["v1"])).returncode == 0
+    finally:
+        first.stop()
+    fill_registry(data)
+    corrupt_later_page(data / "registry.db")
+    while_running = Daemon(tmp_path / "other")
+    try:
+        refused = cli("rebuild-index", "--data-dir", str(tmp_path / "other"))
+        assert refused.returncode == 2 and "in use" in refused.stderr  # never under a running service
+    finally:
+        while_running.stop()
+    rebuilt = cli("rebuild-index", "--data-dir", str(data))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "indexed default/demo 1.0.0" in rebuilt.stdout and "registry.db.damaged-" in rebuilt.stdout
+    second = Daemon(data)
+    try:
+        wait_until(lambda: json.loads(second.cli("list", "--json").stdout)[0]["state"] == "ready")
+        assert json.loads(second.cli("call", "demo", "echo", "--json").stdout)["context"]["served_by"] == "1"
+    finally:
+        second.stop()

@@ -281,7 +281,7 @@ def test_watched_directory_reconciles(start_server, archives, tmp_path):
     watched.mkdir()
     (watched / "demo.cloacina").write_bytes(archives["v1"].read_bytes())
     (watched / "broken.cloacina").write_bytes(b"garbage" * 100)
-    _, address = start_server(packages=[watched], watch_interval=0.1)
+    _, address = start_server(packages=[watched], watch_settle=0.2)
     with SupervisorClient(address) as client:
         listed = {p.name: p for p in client.list()}
         assert listed["demo"].state == pb.Package.READY and listed["demo"].source.endswith("demo.cloacina")

@@ -28,7 +28,7 @@ from cloaca.engine import TaskOutcome, WorkflowRun
 from cloaca.errors import TaskError
 from supervisor.api import supervisor_pb2 as pb
 from supervisor.api import supervisor_pb2_grpc
-from supervisor.archive_store import VersionConflictError
+from supervisor.archive_store import PARTIAL_UPLOAD_PREFIX, VersionConflictError
 from supervisor.edge.auth import Authenticator
 from supervisor.edge.quotas import QuotaExceeded, TenantQuotas
 from supervisor.errors import PackageError
@@ -170,7 +170,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
     async def UploadPackage(self, request_iterator: AsyncIterator[pb.UploadPackageRequest],
                             context: grpc.aio.ServicerContext) -> pb.Package:
         async with self._request(context, "upload") as tenant:
-            fd, name = tempfile.mkstemp(prefix=".upload-", dir=self.host.data_dir)
+            fd, name = tempfile.mkstemp(prefix=PARTIAL_UPLOAD_PREFIX, dir=self.host.data_dir)
             path = Path(name)
             try:
                 size = 0

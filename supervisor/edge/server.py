@@ -9,80 +9,32 @@ load in the background while health answers NOT_SERVING. Health and reflection
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.api import supervisor_pb2, supervisor_pb2_grpc
-from supervisor.config import MIB, IsolationLevel, LauncherKind, SupervisorConfig
+from supervisor.config import MIB
 from supervisor.edge.auth import Authenticator, load_api_keys
 from supervisor.edge.grpc_service import SupervisorService
 from supervisor.edge.quotas import TenantQuotas
 from supervisor.instance_lock import DataDirLock
-from supervisor.tenants import PackageHost, default_data_dir
+from supervisor.service_config import ServiceConfig, is_loopback
+from supervisor.tenants import PackageHost
 from supervisor.watcher import DirectoryWatcher
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ConfigError", "ServiceConfig", "SupervisorServer", "is_loopback"]
 
 SERVICE_NAME = supervisor_pb2.DESCRIPTOR.services_by_name["Supervisor"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
-class ServiceConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    listen: str = "127.0.0.1:50051"
-    data_dir: Path = Field(default_factory=default_data_dir)
-    packages: list[Path] = Field(default_factory=list)
-    api_keys: Path | None = None
-    import_timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    call_timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    memory_limit_mib: int | None = Field(default=1024, gt=0)
-    max_concurrency: int = Field(default=4, ge=1)
-    max_queue: int = Field(default=64, ge=0)
-    max_context_mib: int = Field(default=64, ge=1)
-    max_archive_mib: int = Field(default=512, ge=1)
-    scratch_mib: int = Field(default=256, ge=1)
-    network: bool = False
-    isolation: IsolationLevel = IsolationLevel.DEFAULT
-    launcher: LauncherKind = LauncherKind.ZYGOTE
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    secrets: Path | None = None
-    vars: Path | None = None
-    watch_interval: float = Field(default=1.0, gt=0)
-    tenant_requests: int = Field(default=256, ge=1, description="requests one tenant may have in progress")
-    tenant_uploads: int = Field(default=8, ge=1, description="uploads one tenant may have in progress")
-    upload_idle_timeout: float = Field(default=30.0, gt=0, description="seconds an upload may send nothing")
-
-    def supervisor_config(self) -> SupervisorConfig:
-        return SupervisorConfig(
-            work_dir=self.data_dir / "work", import_timeout=self.import_timeout, call_timeout=self.call_timeout,
-            memory_limit_mib=self.memory_limit_mib, max_concurrency=self.max_concurrency, max_queue=self.max_queue,
-            max_context_mib=self.max_context_mib, scratch_mib=self.scratch_mib, network=self.network,
-            isolation=self.isolation, launcher=self.launcher, secrets_file=self.secrets,
-            vars_file=self.vars)
-
-
 class ConfigError(ValueError):
     pass
-
-
-def is_loopback(listen: str) -> bool:
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _reflection_v1_handler(servicer: reflection.aio.ReflectionServicer) -> grpc.GenericRpcHandler:
@@ -162,7 +114,7 @@ class SupervisorServer:
         await self.server.start()
         log.info("listening on %s (%s)", config.listen,
                  "API keys required" if config.api_keys else "no API keys: loopback only")
-        self.watcher = DirectoryWatcher(self.host, list(config.packages), config.watch_interval)
+        self.watcher = DirectoryWatcher(self.host, list(config.packages), config.watch_settle)
         self._loader = asyncio.get_running_loop().create_task(self._load_packages())
 
     async def _load_packages(self) -> None:
