@@ -227,10 +227,19 @@ def _package_dict(package: Any) -> dict[str, Any]:
     return {"name": package.name, "version": package.version, "state": pb.Package.State.Name(package.state).lower(),
             "error": package.error or None, "source": package.source, "pid": package.pid or None,
             "restarts": package.restarts, "memory_bytes": package.memory_bytes, "fingerprint": package.fingerprint,
-            "isolation": dict(sorted(package.isolation.items())),
+            "isolation": dict(sorted(package.isolation.items())), "memory_peak_bytes": package.memory_peak_bytes,
+            "restart_causes": dict(package.restart_causes), "sandbox_state": package.sandbox_state,
+            "limits": _limits_dict(package.limits) if package.HasField("limits") else None,
             "tasks": [_task_dict(task) for task in package.tasks],
             "workflows": [{"name": w.name, "description": w.description, "tasks": list(w.tasks)}
                           for w in package.workflows]}
+
+
+def _limits_dict(limits: Any) -> dict[str, Any]:
+    return {"import_timeout_seconds": limits.import_timeout_seconds, "call_timeout_seconds": limits.call_timeout_seconds,
+            "memory_limit_mib": limits.memory_limit_mib, "max_concurrency": limits.max_concurrency,
+            "max_queue": limits.max_queue, "scratch_mib": limits.scratch_mib, "max_processes": limits.max_processes,
+            "network": limits.network}
 
 
 def _task_dict(task: Any) -> dict[str, Any]:
@@ -358,6 +367,85 @@ def client_run(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if result["status"] == "completed" else EXIT_FAILED
 
 
+def _log_entry_dict(entry: Any) -> dict[str, Any]:
+    kind = "output" if entry.kind == pb.PackageLogEntry.OUTPUT else "event"
+    data = {"seq": entry.seq, "time": entry.time, "kind": kind, "version": entry.version,
+            "incarnation": entry.incarnation, "text": entry.text}
+    if kind == "event":
+        data.update(event=entry.event, cause=entry.cause or None, pid=entry.pid or None,
+                    memory_peak_bytes=entry.memory_peak_bytes or None)
+    return data
+
+
+def _clock(seconds: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_log_entry(entry: dict[str, Any]) -> None:
+    where = f"{_clock(entry['time'])} {entry['version']}#{entry['incarnation']}"
+    if entry["kind"] == "event":
+        print(f"{where} ** {entry['text']}", flush=True)
+        return
+    for line in entry["text"].rstrip("\n").split("\n"):
+        print(f"{where} | {line}", flush=True)
+
+
+def client_logs(client: Any, args: argparse.Namespace) -> int:
+    try:
+        for entry in client.logs(args.package, follow=args.follow):
+            data = _log_entry_dict(entry)
+            if args.json:
+                print(json.dumps(data), flush=True)
+            else:
+                _print_log_entry(data)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def client_describe(client: Any, args: argparse.Namespace) -> int:
+    package = client.get(args.package)
+    details = _package_dict(package)
+    details["events"] = [_log_entry_dict(entry) for entry in client.logs(args.package)
+                         if entry.kind == pb.PackageLogEntry.EVENT]
+    if args.json:
+        print(json.dumps(details))
+        return EXIT_OK
+    mib = 2 ** 20
+    print(f"{details['name']} {details['version']}")
+    sandbox = f" (sandbox {details['sandbox_state']})" if details["sandbox_state"] else ""
+    print(f"  state:        {details['state']}{sandbox}" + (f", pid {details['pid']}" if details["pid"] else ""))
+    if details["error"]:
+        print(f"  error:        {details['error']}")
+    print(f"  source:       {details['source']}")
+    if details["fingerprint"]:
+        print(f"  fingerprint:  {details['fingerprint']}")
+    causes = ", ".join(f"{cause} {count}" for cause, count in sorted(details["restart_causes"].items()))
+    print(f"  restarts:     {details['restarts']}" + (f" ({causes})" if causes else ""))
+    limits = details["limits"]
+    if limits:
+        limit = f"{limits['memory_limit_mib']} MiB" if limits["memory_limit_mib"] else "none"
+        print(f"  memory:       {details['memory_bytes'] / mib:.1f} MiB now, "
+              f"{details['memory_peak_bytes'] / mib:.1f} MiB peak; limit {limit}")
+        print(f"  limits:       call timeout {limits['call_timeout_seconds']:g}s, import timeout "
+              f"{limits['import_timeout_seconds']:g}s, {limits['max_concurrency']} calls at once, "
+              f"{limits['max_queue']} waiting, scratch {limits['scratch_mib']} MiB, "
+              f"{limits['max_processes']} processes, network {'on' if limits['network'] else 'off'}")
+    if details["isolation"]:
+        print("  isolation:")
+        for layer, state in details["isolation"].items():
+            print(f"    {layer + ':':<14}{state}")
+    if details["tasks"]:
+        print(f"  tasks:        {', '.join(task['id'] for task in details['tasks'])}")
+    if details["events"]:
+        print("  events (most recent last):")
+        for event in details["events"][-20:]:
+            print(f"    {_clock(event['time'])} {event['version']}#{event['incarnation']} {event['text']}")
+    return EXIT_OK
+
+
 def client_unload(client: Any, args: argparse.Namespace) -> int:
     client.unload(args.package)
     print(json.dumps({"unloaded": args.package}) if args.json else f"unloaded {args.package}")
@@ -422,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("workflow", nargs="?", help="(default: the package's only workflow)")
     run.add_argument("--context", metavar="JSON|@FILE", help="the workflow's input (default: {})")
     client_command("unload", client_unload, "unload a package").add_argument("package")
+    logs = client_command("logs", client_logs, "show a package's output outside calls and its lifecycle events")
+    logs.add_argument("package")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new entries until Ctrl-C")
+    client_command("describe", client_describe,
+                   "show a package's state, version, restarts and why, memory, limits and isolation"
+                   ).add_argument("package")
     return parser
 
 

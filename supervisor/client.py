@@ -61,6 +61,11 @@ class SupervisorClient:
         request = pb.RunWorkflowRequest(package=package, workflow=workflow or "", context_json=_json_bytes(context))
         return self.stub.RunWorkflow(request, metadata=self.metadata)
 
+    def logs(self, package: str, after: int = 0, follow: bool = False) -> Iterator[pb.PackageLogEntry]:
+        """The package's recent output and lifecycle events; with `follow`, new ones as they come."""
+        request = pb.ReadPackageLogRequest(package=package, after=after, follow=follow)
+        return iter(self.stub.ReadPackageLog(request, metadata=self.metadata))
+
     def close(self) -> None:
         self.channel.close()
 

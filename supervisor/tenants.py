@@ -26,7 +26,9 @@ from supervisor.core import AsyncSupervisor, package_key
 from supervisor.discovery import Discovery
 from supervisor.errors import IntegrityError, PackageError
 from supervisor.package import ExtractedPackage
+from supervisor.package_log import PackageLog
 from supervisor.results import CallResult, PackageInfo, PackageUnavailableError, UnknownPackageError
+from supervisor.sandboxes.events import EventKind, SandboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,19 @@ class PackageHost:
             if view is None:
                 raise UnknownPackageError(self._unknown(tenant, name)) from None
             return view
+
+    def log(self, tenant: str, name: str) -> PackageLog:
+        """The package's recent output and lifecycle events; for one that never loaded, why."""
+        try:
+            return self.supervisor.log(package_key(name, tenant))
+        except UnknownPackageError:
+            view = self.get(tenant, name)  # raises UnknownPackageError when it is nowhere
+            note = PackageLog()
+            note.add_event(SandboxEvent(EventKind.FAILED, package_key(name, tenant), tenant, view.version, 0,
+                                        cause="load_failed" if view.state == FAILED else "",
+                                        detail=view.error or f"it is {view.state}"))
+            note.close()
+            return note
 
     def _view(self, info: PackageInfo) -> PackageView:
         tenant = info.namespace or DEFAULT_TENANT

@@ -78,7 +78,8 @@ def test_version():
     assert shown.returncode == 0 and shown.stdout.strip() == "cloaca-sandbox 0.1.0"
 
 
-@pytest.mark.parametrize("command", [["serve"], ["list"], ["call", "demo", "task"]])
+@pytest.mark.parametrize("command", [["serve"], ["list"], ["call", "demo", "task"], ["logs", "demo"],
+                                     ["describe", "demo"]])
 def test_a_bad_environment_value_is_one_line_naming_it(command, tmp_path):
     env = {"CLOACA_SANDBOX_CALL_TIMEOUT": "soon", "CLOACA_SANDBOX_SERVER": "no-port-here",
            "CLOACA_SANDBOX_DATA_DIR": str(tmp_path)}
@@ -140,7 +141,7 @@ def test_every_help_shows_the_defaults():
 
     parser = build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert set(commands.choices) >= {"serve", "list", "call", "run", "upload", "rebuild-index"}
+    assert set(commands.choices) >= {"serve", "list", "call", "run", "upload", "logs", "describe", "rebuild-index"}
     for name, sub in commands.choices.items():
         for action in sub._actions:
             takes_value = action.option_strings and action.nargs != 0 and action.dest != "help"
@@ -339,3 +340,72 @@ def test_rebuild_index_brings_back_every_loaded_package(archives, tmp_path):
         assert json.loads(second.cli("call", "demo", "echo", "--json").stdout)["context"]["served_by"] == "1"
     finally:
         second.stop()
+
+
+# --- logs and describe -------------------------------------------------------------------------------
+
+NOISY = '''
+import os, sys, warnings
+import cloaca
+
+print("importing noisy")
+warnings.warn("careful: a warning at import")
+print("to stderr at import", file=sys.stderr)
+
+@cloaca.task(id="crash")
+def crash(context):
+    os._exit(3)
+
+@cloaca.task(id="fine")
+def fine(context):
+    return context
+'''
+
+
+@pytest.fixture(scope="module")
+def noisy_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("noisy"), "noisy", NOISY)
+
+
+def test_why_a_package_restarted_from_the_cli_alone(noisy_archive, tmp_path):
+    daemon = Daemon(tmp_path / "data", "--log-format", "json")
+    try:
+        assert daemon.cli("upload", str(noisy_archive)).returncode == 0
+        shown = daemon.cli("logs", "noisy")
+        assert shown.returncode == 0, shown.stderr
+        assert "1.0.0#1 | importing noisy" in shown.stdout
+        assert "careful: a warning at import" in shown.stdout and "to stderr at import" in shown.stdout
+        assert "1.0.0#1 ** incarnation 1 (pid" in shown.stdout and "ready in" in shown.stdout
+
+        follower = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "logs", "noisy", "--follow", "--json"],
+                                    cwd=ROOT, env={**os.environ, "CLOACA_SANDBOX_SERVER": daemon.address},
+                                    stdout=subprocess.PIPE, text=True)
+        crashed = json.loads(daemon.cli("call", "noisy", "crash", "--json").stdout)
+        assert crashed["error"]["kind"] == "crashed"
+
+        wait_until(lambda: "restarts:     1 (crashed 1)" in daemon.cli("describe", "noisy").stdout,
+                   what="describe showing the restart and its cause")
+        described = daemon.cli("describe", "noisy").stdout
+        assert "exited [crashed]: exited with code 3" in described
+        assert "restarting [crashed]" in described
+        assert "limits:       call timeout 300s" in described and "memory:" in described
+        assert "isolation:" in described
+        details = json.loads(daemon.cli("describe", "noisy", "--json").stdout)
+        assert details["restart_causes"] == {"crashed": 1} and details["sandbox_state"] == "ready"
+        assert details["memory_peak_bytes"] > 0 and details["limits"]["max_concurrency"] == 4
+
+        assert daemon.cli("unload", "noisy").returncode == 0  # the follower's stream ends with the package
+        out, _ = follower.communicate(timeout=60)
+        assert follower.returncode == 0
+        entries = [json.loads(line) for line in out.splitlines()]
+        events = [(entry["event"], entry["cause"]) for entry in entries if entry["kind"] == "event"]
+        assert ("exited", "crashed") in events and ("restarting", "crashed") in events
+        assert any(entry["kind"] == "output" and entry["incarnation"] == 2 and "importing noisy" in entry["text"]
+                   for entry in entries)  # the new incarnation's import, as it happened
+
+        log_lines = [json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")]
+        exited = [line for line in log_lines if line.get("event") == "exited" and line.get("cause") == "crashed"]
+        assert exited and exited[0]["package"] == "default/noisy" and exited[0]["tenant"] == "default"
+        assert exited[0]["incarnation"] == 1 and exited[0]["level"] == "warning"
+    finally:
+        daemon.stop()

@@ -32,6 +32,7 @@ from supervisor.archive_store import PARTIAL_UPLOAD_PREFIX, VersionConflictError
 from supervisor.edge.auth import Authenticator
 from supervisor.edge.quotas import QuotaExceeded, TenantQuotas
 from supervisor.errors import PackageError
+from supervisor.package_log import OUTPUT, LogEntry
 from supervisor.results import CallRejected, CallResult
 from supervisor.tenants import FAILED, LOADING, READY, PackageHost, PackageView
 
@@ -63,12 +64,34 @@ def package_message(view: PackageView) -> pb.Package:
         message.memory_bytes = view.info.memory_bytes
         message.fingerprint = view.info.fingerprint
         message.isolation.update(view.info.isolation)
+        message.memory_peak_bytes = view.info.memory_peak_bytes
+        message.restart_causes.update(view.info.restart_causes)
+        message.sandbox_state = view.info.state
+        limits = view.info.limits
+        if limits is not None:
+            message.limits.CopyFrom(pb.Limits(
+                import_timeout_seconds=limits.import_timeout, call_timeout_seconds=limits.call_timeout,
+                memory_limit_mib=limits.memory_limit_mib or 0, max_concurrency=limits.max_concurrency,
+                max_queue=limits.max_queue, scratch_mib=limits.scratch_mib, max_processes=limits.max_processes,
+                network=limits.network))
     if view.discovery is not None:
         message.tasks.extend(pb.Task(id=t.id, function=t.function, dependencies=t.dependencies,
                                      is_async=t.is_async, docstring=t.docstring, workflow=t.workflow)
                              for t in view.discovery.tasks)
         message.workflows.extend(pb.Workflow(name=w.name, description=w.description, tasks=w.tasks)
                                  for w in view.discovery.workflows)
+    return message
+
+
+def log_entry_message(entry: LogEntry) -> pb.PackageLogEntry:
+    message = pb.PackageLogEntry(seq=entry.seq, time=entry.time, version=entry.version,
+                                 incarnation=entry.incarnation, text=entry.text,
+                                 kind=pb.PackageLogEntry.OUTPUT if entry.kind == OUTPUT else pb.PackageLogEntry.EVENT)
+    if entry.event is not None:
+        message.event = entry.event.kind.value
+        message.cause = entry.event.cause
+        message.pid = entry.event.pid
+        message.memory_peak_bytes = entry.event.memory_peak_bytes
     return message
 
 
@@ -237,6 +260,20 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             run = await self.host.run_workflow(tenant, name, request.workflow or None,
                                                request.context_json or b"{}")
             return run_message(run)
+
+
+    async def ReadPackageLog(self, request: pb.ReadPackageLogRequest, context: grpc.aio.ServicerContext) -> None:
+        async with self._request(context) as tenant:
+            name = await self._package_name(tenant, request.package, context)
+            package_log = self.host.log(tenant, name)
+            after = request.after
+            while True:
+                for entry in package_log.entries(after):
+                    await context.write(log_entry_message(entry))
+                    after = entry.seq
+                if not request.follow or package_log.closed:
+                    return
+                await package_log.wait(after)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -134,6 +134,8 @@ class SupervisorServer:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let calls under way finish within `grace`, then stop every sandbox."""
         await self.health.enter_graceful_shutdown()
+        if self.host is not None:
+            self.host.supervisor.close_logs()  # `logs --follow` streams end now, not after the grace
         if self.server is not None:
             await self.server.stop(grace)
         if self.watcher is not None:
