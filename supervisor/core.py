@@ -32,7 +32,7 @@ from supervisor.contexts import ContextLike, encode_context
 from supervisor.discovery import DiscoveredTask, Discovery
 from supervisor.errors import IntegrityError
 from supervisor.fingerprint import tree_fingerprint
-from supervisor.observing import SupervisorObserver
+from supervisor.observing import SandboxFigures, SupervisorObserver
 from supervisor.package import ExtractedPackage, check_discovery, extract_package
 from supervisor.package_log import PackageLog
 from supervisor.results import (
@@ -262,6 +262,17 @@ class AsyncSupervisor:
 
     def discovery(self, name: str) -> Discovery:
         return self._get(name).discovery
+
+    def figures(self) -> list[SandboxFigures]:
+        """Each loaded package's calls running and waiting, and its memory: what metrics report."""
+        figures = []
+        for loaded in self._packages.values():
+            sandbox = loaded.sandbox
+            running = sandbox.calls_running
+            figures.append(SandboxFigures(loaded.namespace or "", loaded.package.name, running,
+                                          max(0, sandbox.calls_admitted - running), sandbox.memory_bytes,
+                                          sandbox.limits.memory_limit_bytes or 0))
+        return figures
 
     def log(self, name: str) -> PackageLog:
         """The package's recent output outside calls and lifecycle events."""

@@ -6,10 +6,23 @@ Every method runs on the core's event loop, inside the call path for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from supervisor.results import CallResult
 from supervisor.sandboxes.events import SandboxEvent
+
+
+@dataclass(frozen=True)
+class SandboxFigures:
+    """One loaded package's sandbox as a scrape reports it."""
+
+    tenant: str
+    package: str
+    running: int  # calls holding a slot
+    waiting: int  # calls admitted, waiting for a slot (the queue)
+    memory_bytes: int
+    memory_limit_bytes: int  # 0: none
 
 
 class SupervisorObserver(Protocol):

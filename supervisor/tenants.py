@@ -13,10 +13,13 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from cloaca.engine import WorkflowRun
 from supervisor.archive_store import ArchiveStore, RegistryEntry, file_sha256
@@ -29,6 +32,9 @@ from supervisor.package import ExtractedPackage
 from supervisor.package_log import PackageLog
 from supervisor.results import CallResult, PackageInfo, PackageUnavailableError, UnknownPackageError
 from supervisor.sandboxes.events import EventKind, SandboxEvent
+
+if TYPE_CHECKING:
+    from supervisor.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +60,12 @@ class PackageView:
 
 
 class PackageHost:
-    def __init__(self, data_dir: Path, config: SupervisorConfig | None = None) -> None:
+    def __init__(self, data_dir: Path, config: SupervisorConfig | None = None,
+                 metrics: ServiceMetrics | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.supervisor = AsyncSupervisor(config or SupervisorConfig(work_dir=data_dir / "work"))
+        self.metrics = metrics
+        self.supervisor = AsyncSupervisor(config or SupervisorConfig(work_dir=data_dir / "work"), observer=metrics)
         self.store = ArchiveStore(data_dir)
         self._unready: dict[tuple[str, str], PackageView] = {}  # loading or failed, by (tenant, name)
         self._sources: dict[tuple[str, str], str] = {}  # where each loaded package came from
@@ -105,7 +113,8 @@ class PackageHost:
             if actual != entry.sha256:
                 raise IntegrityError(f"the stored archive of {entry.name} {entry.version} does not match its "
                                      f"sha256 (expected {entry.sha256}, found {actual}); it was not loaded")
-            await self.supervisor.load(entry.archive, namespace=entry.tenant)
+            with self._timed_load(entry.tenant, "restore"):
+                await self.supervisor.load(entry.archive, namespace=entry.tenant)
             self._mark_loaded(entry.tenant, entry.name, "upload")
             log.info("restored %s/%s %s", entry.tenant, entry.name, entry.version)
         except (PackageError, OSError) as exc:
@@ -127,7 +136,8 @@ class PackageHost:
                 claimed.append((package.name, package.version))
 
         try:
-            info = await self.supervisor.load(stored, namespace=tenant, check=claim_version)
+            with self._timed_load(tenant, "upload"):
+                info = await self.supervisor.load(stored, namespace=tenant, check=claim_version)
             await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
         except BaseException:
             for name, version in claimed:
@@ -146,7 +156,8 @@ class PackageHost:
                 # Copied first: the watched file may change while it is extracted.
                 snapshot = Path(scratch) / "archive"
                 await self._in_thread(shutil.copyfile, path, snapshot)
-                info = await self.supervisor.load(snapshot, namespace=tenant)
+                with self._timed_load(tenant, "watched"):
+                    info = await self.supervisor.load(snapshot, namespace=tenant)
         except (PackageError, OSError) as exc:
             log.error("watched package %s refused: %s", path, exc)
             self._unready[(tenant, path.name)] = PackageView(tenant, path.name, FAILED, source, error=str(exc))
@@ -154,6 +165,30 @@ class PackageHost:
         self._unready.pop((tenant, path.name), None)
         self._mark_loaded(tenant, info.name, source)
         return self.get(tenant, info.name)
+
+    @contextmanager
+    def _timed_load(self, tenant: str, source: str) -> Iterator[None]:
+        """Count the load and its duration by source and outcome (ok, or the loader's error code)."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except PackageError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.load_finished(tenant, source, outcome, time.perf_counter() - started)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many packages of every tenant are loading, ready and failed."""
+        views = [self._view(info) for info in self.supervisor.packages()]
+        shown = {(view.tenant, view.name) for view in views}
+        views += [view for key, view in self._unready.items() if key not in shown]
+        return dict(Counter(view.state for view in views))
 
     async def forget_file(self, tenant: str, path: Path) -> None:
         """A watched file disappeared: unload what it provided, forget its failure."""

@@ -10,11 +10,13 @@ import signal
 import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 
+from supervisor.api import supervisor_pb2 as pb
 from supervisor.client import SupervisorClient
 from supervisor.instance_lock import DataDirInUse, DataDirLock
 from supervisor.service_config import ServiceConfig
@@ -359,6 +361,12 @@ def crash(context):
 @cloaca.task(id="fine")
 def fine(context):
     return context
+
+@cloaca.task(id="slow")
+def slow(context):
+    import time
+    time.sleep(float(context.get("seconds", 30)))
+    return context
 '''
 
 
@@ -409,3 +417,70 @@ def test_why_a_package_restarted_from_the_cli_alone(noisy_archive, tmp_path):
         assert exited[0]["incarnation"] == 1 and exited[0]["level"] == "warning"
     finally:
         daemon.stop()
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_of_calls_sandboxes_loads_and_the_service(service, noisy_archive):
+    port = free_port()
+    server, address = service(metrics_listen=f"127.0.0.1:{port}", max_concurrency=1, max_queue=0)
+    package = {"tenant": "default", "package": "noisy"}
+    with SupervisorClient(address) as client:
+        client.upload(noisy_archive)
+        for _ in range(3):
+            assert client.call("noisy", "fine").status == pb.COMPLETED
+        assert client.call("noisy", "crash").error.kind == "crashed"
+        wait_until(lambda: client.get("noisy").restarts == 1 and client.get("noisy").state == pb.Package.READY)
+        slow = client.stub.CallTask.future(pb.CallTaskRequest(package="noisy", task="slow",
+                                                             context_json=b'{"seconds": 30}', timeout_seconds=2))
+        wait_until(lambda: value(scrape(port), "cloaca_sandbox_calls_running", **package) == 1)
+        with pytest.raises(grpc.RpcError) as refused:
+            client.call("noisy", "fine")
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert slow.result().error.kind == "timeout"
+        with pytest.raises(grpc.RpcError):
+            client.call("noisy", "no-such-task")
+        wait_until(lambda: (value(scrape(port), "cloaca_sandbox_sandbox_memory_bytes", **package) or 0) > 0)
+
+        samples = scrape(port)
+        assert value(samples, "cloaca_sandbox_calls_total", **package, task="fine", outcome="completed") == 3
+        assert value(samples, "cloaca_sandbox_calls_total", **package, task="crash", outcome="crashed") == 1
+        assert value(samples, "cloaca_sandbox_calls_total", **package, task="slow", outcome="timeout") == 1
+        assert value(samples, "cloaca_sandbox_call_duration_seconds_count", **package, task="fine") == 3
+        assert value(samples, "cloaca_sandbox_calls_refused_total", **package, reason="resource_exhausted") == 1
+        assert value(samples, "cloaca_sandbox_sandbox_restarts_total", **package, cause="crashed") == 1
+        assert value(samples, "cloaca_sandbox_sandbox_restarts_total", **package, cause="timeout") == 1
+        assert value(samples, "cloaca_sandbox_sandbox_starts_total", **package, outcome="ok") >= 3
+        assert value(samples, "cloaca_sandbox_calls_waiting", **package) == 0
+        assert value(samples, "cloaca_sandbox_sandbox_memory_limit_bytes", **package) == 512 * 2 ** 20
+        assert value(samples, "cloaca_sandbox_package_loads_total", tenant="default", source="upload",
+                     outcome="ok") == 1
+        assert value(samples, "cloaca_sandbox_package_load_duration_seconds_count", source="upload") == 1
+        assert value(samples, "cloaca_sandbox_uploads_total", tenant="default", code="OK") == 1
+        assert value(samples, "cloaca_sandbox_requests_total", tenant="default", method="CallTask", code="OK") == 5
+        assert value(samples, "cloaca_sandbox_requests_total", tenant="default", method="CallTask",
+                     code="NOT_FOUND") == 1
+        assert value(samples, "cloaca_sandbox_packages", state="ready") == 1
+        assert value(samples, "cloaca_sandbox_ready") == 1
+        assert value(samples, "cloaca_sandbox_event_loop_lag_seconds_count") is not None
+        assert value(samples, "process_resident_memory_bytes") > 0
+        # No series names a task the package does not have.
+        assert not [key for key in samples if ("task", "no-such-task") in key[1]]
+
+        client.unload("noisy")
+        samples = scrape(port)
+        assert not [key for key in samples if ("package", "noisy") in key[1]]  # series go with the package
+        assert value(samples, "cloaca_sandbox_packages", state="ready") == 0

@@ -18,9 +18,10 @@ import logging
 import math
 import os
 import tempfile
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, NoReturn
+from typing import TYPE_CHECKING, AsyncIterator, NoReturn
 
 import grpc
 
@@ -35,6 +36,9 @@ from supervisor.errors import PackageError
 from supervisor.package_log import OUTPUT, LogEntry
 from supervisor.results import CallRejected, CallResult
 from supervisor.tenants import FAILED, LOADING, READY, PackageHost, PackageView
+
+if TYPE_CHECKING:
+    from supervisor.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +130,9 @@ def run_message(run: WorkflowRun) -> pb.RunWorkflowResponse:
 
 class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
     def __init__(self, host: PackageHost, auth: Authenticator, quotas: TenantQuotas, max_archive_bytes: int,
-                 upload_idle_timeout: float) -> None:
+                 upload_idle_timeout: float, metrics: ServiceMetrics | None = None) -> None:
         self.host = host
+        self.metrics = metrics
         self.auth = auth
         self.quotas = quotas
         self.max_archive_bytes = max_archive_bytes
@@ -139,6 +144,8 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
         metadata = dict(context.invocation_metadata() or ())
         tenant = self.auth.tenant_for(metadata.get("authorization"))
         if tenant is None:
+            if self.metrics is not None:
+                self.metrics.unauthenticated_request()
             missing = "authorization" not in metadata
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "this server needs an API key: send 'authorization: Bearer KEY' metadata"
@@ -146,13 +153,16 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
         return tenant  # type: ignore[return-value]
 
     @asynccontextmanager
-    async def _request(self, context: grpc.aio.ServicerContext, kind: str = "request") -> AsyncIterator[str]:
-        """Authenticate, admit under the tenant's quota, and turn refusals into status codes."""
+    async def _request(self, context: grpc.aio.ServicerContext, method: str,
+                       kind: str = "request") -> AsyncIterator[str]:
+        """Authenticate, admit under the tenant's quota, turn refusals into status codes, and count."""
         tenant = await self._tenant(context)
         try:
             with self.quotas.admit(tenant, kind):
                 yield tenant
         except QuotaExceeded as exc:
+            if self.metrics is not None:
+                self.metrics.quota_refused(tenant, kind)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except CallRejected as exc:
             await context.abort(_REJECTIONS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), str(exc))
@@ -162,6 +172,10 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             detail = getattr(exc, "traceback", "")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"package refused [{exc.code}]: {exc}" + (f"\n{detail}" if detail else ""))
+        finally:
+            if self.metrics is not None:
+                code = context.code()
+                self.metrics.request_finished(tenant, method, code.name if code is not None else "OK")
 
     @staticmethod
     async def _package_name(tenant: str, reference: str, context: grpc.aio.ServicerContext) -> str:
@@ -192,7 +206,20 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
 
     async def UploadPackage(self, request_iterator: AsyncIterator[pb.UploadPackageRequest],
                             context: grpc.aio.ServicerContext) -> pb.Package:
-        async with self._request(context, "upload") as tenant:
+        started = time.perf_counter()
+        try:
+            return await self._upload(request_iterator, context)
+        finally:
+            if self.metrics is not None:
+                code = context.code()
+                tenant = self.auth.tenant_for(dict(context.invocation_metadata() or ()).get("authorization"))
+                if tenant is not None:
+                    self.metrics.upload_finished(tenant, code.name if code is not None else "OK",
+                                                 time.perf_counter() - started)
+
+    async def _upload(self, request_iterator: AsyncIterator[pb.UploadPackageRequest],
+                      context: grpc.aio.ServicerContext) -> pb.Package:
+        async with self._request(context, "UploadPackage", "upload") as tenant:
             fd, name = tempfile.mkstemp(prefix=PARTIAL_UPLOAD_PREFIX, dir=self.host.data_dir)
             path = Path(name)
             try:
@@ -222,7 +249,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
 
     async def UnloadPackage(self, request: pb.UnloadPackageRequest,
                             context: grpc.aio.ServicerContext) -> pb.UnloadPackageResponse:
-        async with self._request(context) as tenant:
+        async with self._request(context, "UnloadPackage") as tenant:
             name = await self._package_name(tenant, request.package, context)
             await self.host.unload(tenant, name)
             log.info("tenant %s unloaded %s", tenant, name)
@@ -230,22 +257,22 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
 
     async def ListPackages(self, request: pb.ListPackagesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListPackagesResponse:
-        async with self._request(context) as tenant:
+        async with self._request(context, "ListPackages") as tenant:
             return pb.ListPackagesResponse(packages=[package_message(view) for view in self.host.list(tenant)])
 
     async def GetPackage(self, request: pb.GetPackageRequest, context: grpc.aio.ServicerContext) -> pb.Package:
-        async with self._request(context) as tenant:
+        async with self._request(context, "GetPackage") as tenant:
             name = await self._package_name(tenant, request.package, context)
             return package_message(self.host.get(tenant, name))
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
-        async with self._request(context) as tenant:
+        async with self._request(context, "ListTasks") as tenant:
             name = await self._package_name(tenant, request.package, context)
             message = package_message(self.host.get(tenant, name))
         return pb.ListTasksResponse(tasks=message.tasks, workflows=message.workflows)
 
     async def CallTask(self, request: pb.CallTaskRequest, context: grpc.aio.ServicerContext) -> pb.CallTaskResponse:
-        async with self._request(context) as tenant:
+        async with self._request(context, "CallTask") as tenant:
             name = await self._package_name(tenant, request.package, context)
             if not request.task:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the request names no task")
@@ -255,7 +282,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
 
     async def RunWorkflow(self, request: pb.RunWorkflowRequest,
                           context: grpc.aio.ServicerContext) -> pb.RunWorkflowResponse:
-        async with self._request(context) as tenant:
+        async with self._request(context, "RunWorkflow") as tenant:
             name = await self._package_name(tenant, request.package, context)
             run = await self.host.run_workflow(tenant, name, request.workflow or None,
                                                request.context_json or b"{}")
@@ -263,7 +290,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
 
 
     async def ReadPackageLog(self, request: pb.ReadPackageLogRequest, context: grpc.aio.ServicerContext) -> None:
-        async with self._request(context) as tenant:
+        async with self._request(context, "ReadPackageLog") as tenant:
             name = await self._package_name(tenant, request.package, context)
             package_log = self.host.log(tenant, name)
             after = request.after

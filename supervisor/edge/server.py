@@ -21,6 +21,7 @@ from supervisor.edge.auth import Authenticator, load_api_keys
 from supervisor.edge.grpc_service import SupervisorService
 from supervisor.edge.quotas import TenantQuotas
 from supervisor.instance_lock import DataDirLock
+from supervisor.metrics import ServiceMetrics, Snapshot
 from supervisor.service_config import ServiceConfig, is_loopback
 from supervisor.tenants import PackageHost
 from supervisor.watcher import DirectoryWatcher
@@ -33,8 +34,21 @@ SERVICE_NAME = supervisor_pb2.DESCRIPTOR.services_by_name["Supervisor"].full_nam
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
+METRICS_SNAPSHOT_TIMEOUT = 5.0  # seconds a scrape waits for the event loop; past that it reports not ready
+LAG_SAMPLE_INTERVAL = 0.5
+
+
 class ConfigError(ValueError):
     pass
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloaca-sandbox")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _reflection_v1_handler(servicer: reflection.aio.ReflectionServicer) -> grpc.GenericRpcHandler:
@@ -70,6 +84,10 @@ class SupervisorServer:
         self._loader: asyncio.Task[None] | None = None
         self.watcher: DirectoryWatcher | None = None
         self.lock = DataDirLock(config.data_dir)
+        self.metrics: ServiceMetrics | None = ServiceMetrics(_version()) if config.metrics_listen else None
+        self.metrics_port = 0
+        self._lag_sampler: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Listen; then load stored and watched packages in the background (health NOT_SERVING until done).
@@ -80,7 +98,7 @@ class SupervisorServer:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()  # before anything in the data dir is touched
-        self.host = PackageHost(config.data_dir, config.supervisor_config())
+        self.host = PackageHost(config.data_dir, config.supervisor_config(), self.metrics)
         message_limit = config.max_context_mib * MIB + MIB  # a context plus the message around it
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", message_limit),
                                                ("grpc.max_send_message_length", message_limit),
@@ -88,7 +106,7 @@ class SupervisorServer:
         quotas = TenantQuotas(config.tenant_requests, config.tenant_uploads)
         supervisor_pb2_grpc.add_SupervisorServicer_to_server(
             SupervisorService(self.host, Authenticator(self.keys), quotas, config.max_archive_mib * MIB,
-                              config.upload_idle_timeout), self.server)
+                              config.upload_idle_timeout, self.metrics), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME,
                  REFLECTION_V1)
@@ -111,11 +129,40 @@ class SupervisorServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.host.start()
+        await self._serve_metrics()
         await self.server.start()
         log.info("listening on %s (%s)", config.listen,
                  "API keys required" if config.api_keys else "no API keys: loopback only")
         self.watcher = DirectoryWatcher(self.host, list(config.packages), config.watch_settle)
         self._loader = asyncio.get_running_loop().create_task(self._load_packages())
+
+    async def _serve_metrics(self) -> None:
+        if self.metrics is None or self.config.metrics_address is None:
+            return
+        host, port = self.config.metrics_address
+        loop = asyncio.get_running_loop()
+
+        async def snapshot() -> Snapshot:
+            assert self.host is not None
+            return Snapshot(ready=self.loaded.is_set() and not self._stopping,
+                            packages_by_state=self.host.state_counts(), sandboxes=self.host.supervisor.figures())
+
+        self.metrics.read_state_with(
+            lambda: asyncio.run_coroutine_threadsafe(snapshot(), loop).result(METRICS_SNAPSHOT_TIMEOUT))
+        try:
+            self.metrics_port = self.metrics.serve(host, port)
+        except OSError as exc:
+            raise ConfigError(f"could not serve metrics on {self.config.metrics_listen}: {exc.strerror}") from None
+        self._lag_sampler = loop.create_task(self._sample_loop_lag(), name="loop-lag")
+        log.info("serving metrics on http://%s/metrics", self.config.metrics_listen)
+
+    async def _sample_loop_lag(self) -> None:
+        assert self.metrics is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(LAG_SAMPLE_INTERVAL)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - asked - LAG_SAMPLE_INTERVAL))
 
     async def _load_packages(self) -> None:
         assert self.host is not None and self.watcher is not None
@@ -133,6 +180,7 @@ class SupervisorServer:
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let calls under way finish within `grace`, then stop every sandbox."""
+        self._stopping = True
         await self.health.enter_graceful_shutdown()
         if self.host is not None:
             self.host.supervisor.close_logs()  # `logs --follow` streams end now, not after the grace
@@ -145,6 +193,11 @@ class SupervisorServer:
             await asyncio.gather(self._loader, return_exceptions=True)
         if self.host is not None:
             await self.host.close()
+        if self._lag_sampler is not None:
+            self._lag_sampler.cancel()
+            await asyncio.gather(self._lag_sampler, return_exceptions=True)
+        if self.metrics is not None:
+            self.metrics.stop()
         self.lock.release()
         log.info("stopped")
 
