@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -484,3 +485,117 @@ def test_metrics_of_calls_sandboxes_loads_and_the_service(service, noisy_archive
         samples = scrape(port)
         assert not [key for key in samples if ("package", "noisy") in key[1]]  # series go with the package
         assert value(samples, "cloaca_sandbox_packages", state="ready") == 0
+
+
+# --- watched directories -----------------------------------------------------------------------------
+
+def inotify_watched_inodes() -> set[int]:
+    """Inodes this process has inotify watches on (from /proc/self/fdinfo)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("inotify wd:"):
+                        fields = dict(part.split(":", 1) for part in line.split()[1:])
+                        inodes.add(int(fields["ino"], 16))
+        except OSError:
+            continue
+    return inodes
+
+
+def test_watched_directories_are_watched_through_inotify_and_load_files_once_settled(service, archives, tmp_path):
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    server, address = service(packages=[watched], watch_settle=1.5)
+    wait_until(lambda: watched.stat().st_ino in inotify_watched_inodes(), what="an inotify watch on the directory")
+    data = archives["v1"].read_bytes()
+    attempts: list[str] = []
+    real_load_file = server.host.load_file
+
+    async def counting_load_file(tenant: str, path: Path):
+        attempts.append(path.name)
+        return await real_load_file(tenant, path)
+
+    server.host.load_file = counting_load_file
+    with SupervisorClient(address) as client, open(watched / "demo.cloacina", "wb") as copy:
+        for start in range(0, len(data), max(1, len(data) // 8)):  # a slow copy: a piece every 0.2 s
+            copy.write(data[start:start + max(1, len(data) // 8)])
+            copy.flush()
+            time.sleep(0.2)
+        copy.close()
+        wait_until(lambda: [p.name for p in client.list()] == ["demo"] and client.get("demo").state == pb.Package.READY)
+        assert attempts == ["demo.cloacina"]  # loaded once, complete: never while it was being written
+        (watched / "demo.cloacina").unlink()
+        wait_until(lambda: client.list() == [])
+
+
+# --- what a tenant sees ---------------------------------------------------------------------------
+
+LEAKY = '''
+import json, os, sys
+import cloaca
+
+@cloaca.task(id="parse")
+def parse(context):
+    return json.loads("{not json")  # fails inside the standard library
+
+@cloaca.task(id="where")
+def where(context):
+    raise RuntimeError("the runtime is at " + os.path.dirname(cloaca.__file__) + " and python at " + sys.prefix)
+
+@cloaca.task(id="chatty")
+def chatty(context):
+    print("x" * 100000)
+    return context
+'''
+
+
+def server_paths(data_dir: Path, *more: Path) -> list[str]:
+    import cloaca
+    import sysconfig
+
+    paths = [str(data_dir), os.path.realpath(data_dir), sysconfig.get_paths()["stdlib"], sys.prefix, sys.base_prefix,
+             os.path.dirname(os.path.dirname(os.path.realpath(cloaca.__file__))), *(str(path) for path in more)]
+    return [path for path in paths if path not in ("/", "/usr", "/usr/local")] + ["/usr/local/lib", "/usr/lib"]
+
+
+def test_what_a_tenant_sees_names_no_server_path(service, tmp_path):
+    leaky = build(tmp_path / "leaky-project", "leaky", LEAKY)
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    (watched / "broken.cloacina").write_bytes(b"garbage" * 100)
+    server, address = service(packages=[watched])
+    forbidden = server_paths(tmp_path / "data", watched)
+    with SupervisorClient(address) as client:
+        client.upload(leaky)
+        parsed = client.call("leaky", "parse")
+        assert parsed.error.type == "json.decoder.JSONDecodeError"
+        assert 'File "<python>/json/__init__.py"' in parsed.error.traceback, parsed.error.traceback
+        assert any(frame.file == "<python>/json/decoder.py" for frame in parsed.error.frames)
+        where = client.call("leaky", "where").error
+        assert "the runtime is at <runtime>/cloaca and python at <python>" in where.message, where.message
+        broken = next(package for package in client.list() if package.name == "broken.cloacina")
+        assert broken.source == "<watched>/broken.cloacina"
+        seen = [parsed.error.traceback, parsed.error.message, where.message, where.traceback, broken.error,
+                broken.source, *(frame.file for frame in parsed.error.frames),
+                *(entry.text for entry in client.logs("leaky"))]
+        for text in seen:
+            assert not [path for path in forbidden if path in text], text
+
+
+def test_the_cli_marks_truncated_output_with_the_bytes_dropped(tmp_path):
+    leaky = build(tmp_path / "leaky-project", "leaky", LEAKY)
+    daemon = Daemon(tmp_path / "data")
+    try:
+        assert daemon.cli("upload", str(leaky)).returncode == 0
+        answer = json.loads(daemon.cli("call", "leaky", "chatty", "--json").stdout)
+        dropped = answer["output"]["stdout_dropped_bytes"]
+        assert dropped == 100001 - len(answer["output"]["stdout"]) > 0
+        shown = daemon.cli("call", "leaky", "chatty")
+        assert f"--- stdout (truncated: its first {dropped} bytes were dropped) ---" in shown.stderr
+        assert f"[... {dropped} bytes dropped ...]" in shown.stderr
+    finally:
+        daemon.stop()
