@@ -251,7 +251,9 @@ def _call_dict(response: Any) -> dict[str, Any]:
     return {"status": _status(response.status),
             "context": json.loads(response.context_json) if response.context_json else None,
             "error": _error_dict(response.error),
-            "output": {"stdout": response.output.stdout, "stderr": response.output.stderr},
+            "output": {"stdout": response.output.stdout, "stderr": response.output.stderr,
+                       "stdout_dropped_bytes": response.output.stdout_dropped_bytes,
+                       "stderr_dropped_bytes": response.output.stderr_dropped_bytes},
             "duration_ms": round(response.duration_ms, 3)}
 
 
@@ -273,10 +275,14 @@ def _print_failure(error: dict[str, Any] | None) -> None:
         print(f"{error['type']}: {error['message']} [{error['kind']}]", file=sys.stderr)
 
 
-def _print_output(output: dict[str, str]) -> None:
+def _print_output(output: dict[str, Any]) -> None:
     for stream in ("stdout", "stderr"):
         if output[stream]:
-            print(f"--- {stream} ---", file=sys.stderr)
+            dropped = output[f"{stream}_dropped_bytes"]
+            cut = f" (truncated: its first {dropped} bytes were dropped)" if dropped else ""
+            print(f"--- {stream}{cut} ---", file=sys.stderr)
+            if dropped:
+                print(f"[... {dropped} bytes dropped ...]", file=sys.stderr)
             print(output[stream].rstrip("\n"), file=sys.stderr)
 
 

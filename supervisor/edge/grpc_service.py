@@ -21,7 +21,7 @@ import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, NoReturn
+from typing import TYPE_CHECKING, AsyncIterator, Callable, NoReturn
 
 import grpc
 
@@ -32,6 +32,7 @@ from supervisor.api import supervisor_pb2_grpc
 from supervisor.archive_store import PARTIAL_UPLOAD_PREFIX, VersionConflictError
 from supervisor.edge.auth import Authenticator
 from supervisor.edge.quotas import QuotaExceeded, TenantQuotas
+from supervisor.edge.redaction import no_redaction
 from supervisor.errors import PackageError
 from supervisor.package_log import OUTPUT, LogEntry
 from supervisor.results import CallRejected, CallResult
@@ -52,16 +53,20 @@ _REJECTIONS = {
 }
 
 
-def error_message(error: TaskError | None) -> pb.TaskError | None:
+Redact = Callable[[str], str]  # what removes the server's paths from text a tenant sees (edge/redaction.py)
+
+
+def error_message(error: TaskError | None, redact: Redact = no_redaction) -> pb.TaskError | None:
     if error is None:
         return None
-    return pb.TaskError(kind=error.kind, type=error.type, message=error.message, traceback=error.traceback,
-                        frames=[pb.Frame(file=f.file, line=f.line, function=f.function) for f in error.frames])
+    return pb.TaskError(kind=error.kind, type=error.type, message=redact(error.message),
+                        traceback=redact(error.traceback),
+                        frames=[pb.Frame(file=redact(f.file), line=f.line, function=f.function) for f in error.frames])
 
 
-def package_message(view: PackageView) -> pb.Package:
-    message = pb.Package(name=view.name, version=view.version, state=_STATES[view.state], error=view.error,
-                         source=view.source)
+def package_message(view: PackageView, redact: Redact = no_redaction) -> pb.Package:
+    message = pb.Package(name=view.name, version=view.version, state=_STATES[view.state], error=redact(view.error),
+                         source=redact(view.source))
     if view.info is not None:
         message.pid = view.info.pid or 0
         message.restarts = view.info.restarts
@@ -87,9 +92,9 @@ def package_message(view: PackageView) -> pb.Package:
     return message
 
 
-def log_entry_message(entry: LogEntry) -> pb.PackageLogEntry:
+def log_entry_message(entry: LogEntry, redact: Redact = no_redaction) -> pb.PackageLogEntry:
     message = pb.PackageLogEntry(seq=entry.seq, time=entry.time, version=entry.version,
-                                 incarnation=entry.incarnation, text=entry.text,
+                                 incarnation=entry.incarnation, text=redact(entry.text),
                                  kind=pb.PackageLogEntry.OUTPUT if entry.kind == OUTPUT else pb.PackageLogEntry.EVENT)
     if entry.event is not None:
         message.event = entry.event.kind.value
@@ -99,39 +104,41 @@ def log_entry_message(entry: LogEntry) -> pb.PackageLogEntry:
     return message
 
 
-def call_message(result: CallResult) -> pb.CallTaskResponse:
+def call_message(result: CallResult, redact: Redact = no_redaction) -> pb.CallTaskResponse:
     message = pb.CallTaskResponse(
         status=_STATUSES[result.status.lower()], duration_ms=result.duration_ms,
-        output=pb.CapturedOutput(stdout=result.output.stdout, stderr=result.output.stderr,
+        output=pb.CapturedOutput(stdout=redact(result.output.stdout), stderr=redact(result.output.stderr),
                                  stdout_dropped_bytes=result.output.stdout_dropped_bytes,
                                  stderr_dropped_bytes=result.output.stderr_dropped_bytes))
     if result.context_json is not None:
         message.context_json = result.context_json  # the sandbox's bytes, untouched
     if result.error is not None:
-        message.error.CopyFrom(error_message(result.error))
+        message.error.CopyFrom(error_message(result.error, redact))
     return message
 
 
-def outcome_message(outcome: TaskOutcome) -> pb.TaskOutcome:
+def outcome_message(outcome: TaskOutcome, redact: Redact = no_redaction) -> pb.TaskOutcome:
     message = pb.TaskOutcome(task_id=outcome.task_id, status=_STATUSES[outcome.status.lower()],
                              attempts=outcome.attempts, duration_ms=outcome.duration_ms,
                              skip_reason=outcome.skip_reason)
     if outcome.error is not None:
-        message.error.CopyFrom(error_message(outcome.error))
+        message.error.CopyFrom(error_message(outcome.error, redact))
     return message
 
 
-def run_message(run: WorkflowRun) -> pb.RunWorkflowResponse:
+def run_message(run: WorkflowRun, redact: Redact = no_redaction) -> pb.RunWorkflowResponse:
     return pb.RunWorkflowResponse(status=_STATUSES[run.status.lower()], workflow=run.workflow,
                                   final_context_json=run.final_context.to_json().encode(),
-                                  tasks=[outcome_message(o) for o in run.tasks.values()],
+                                  tasks=[outcome_message(o, redact) for o in run.tasks.values()],
                                   duration_ms=run.duration_ms)
 
 
 class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
     def __init__(self, host: PackageHost, auth: Authenticator, quotas: TenantQuotas, max_archive_bytes: int,
-                 upload_idle_timeout: float, metrics: ServiceMetrics | None = None) -> None:
+                 upload_idle_timeout: float, metrics: ServiceMetrics | None = None,
+                 redact: Redact = no_redaction) -> None:
         self.host = host
+        self.redact = redact
         self.metrics = metrics
         self.auth = auth
         self.quotas = quotas
@@ -163,15 +170,15 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
         except QuotaExceeded as exc:
             if self.metrics is not None:
                 self.metrics.quota_refused(tenant, kind)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.redact(str(exc)))
         except CallRejected as exc:
-            await context.abort(_REJECTIONS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), str(exc))
+            await context.abort(_REJECTIONS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), self.redact(str(exc)))
         except VersionConflictError as exc:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, self.redact(str(exc)))
         except PackageError as exc:
             detail = getattr(exc, "traceback", "")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"package refused [{exc.code}]: {exc}" + (f"\n{detail}" if detail else ""))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.redact(
+                f"package refused [{exc.code}]: {exc}" + (f"\n{detail}" if detail else "")))
         finally:
             if self.metrics is not None:
                 code = context.code()
@@ -243,7 +250,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
                     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the upload held no bytes")
                 view = await self.host.upload(tenant, path)
                 log.info("tenant %s uploaded %s %s", tenant, view.name, view.version)
-                return package_message(view)
+                return package_message(view, self.redact)
             finally:
                 path.unlink(missing_ok=True)
 
@@ -258,17 +265,17 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
     async def ListPackages(self, request: pb.ListPackagesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListPackagesResponse:
         async with self._request(context, "ListPackages") as tenant:
-            return pb.ListPackagesResponse(packages=[package_message(view) for view in self.host.list(tenant)])
+            return pb.ListPackagesResponse(packages=[package_message(view, self.redact) for view in self.host.list(tenant)])
 
     async def GetPackage(self, request: pb.GetPackageRequest, context: grpc.aio.ServicerContext) -> pb.Package:
         async with self._request(context, "GetPackage") as tenant:
             name = await self._package_name(tenant, request.package, context)
-            return package_message(self.host.get(tenant, name))
+            return package_message(self.host.get(tenant, name), self.redact)
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
         async with self._request(context, "ListTasks") as tenant:
             name = await self._package_name(tenant, request.package, context)
-            message = package_message(self.host.get(tenant, name))
+            message = package_message(self.host.get(tenant, name), self.redact)
         return pb.ListTasksResponse(tasks=message.tasks, workflows=message.workflows)
 
     async def CallTask(self, request: pb.CallTaskRequest, context: grpc.aio.ServicerContext) -> pb.CallTaskResponse:
@@ -278,7 +285,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the request names no task")
             timeout = await self._deadline(request, context)
             result = await self.host.call(tenant, name, request.task, request.context_json or b"{}", timeout)
-            return call_message(result)
+            return call_message(result, self.redact)
 
     async def RunWorkflow(self, request: pb.RunWorkflowRequest,
                           context: grpc.aio.ServicerContext) -> pb.RunWorkflowResponse:
@@ -286,7 +293,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             name = await self._package_name(tenant, request.package, context)
             run = await self.host.run_workflow(tenant, name, request.workflow or None,
                                                request.context_json or b"{}")
-            return run_message(run)
+            return run_message(run, self.redact)
 
 
     async def ReadPackageLog(self, request: pb.ReadPackageLogRequest, context: grpc.aio.ServicerContext) -> None:
@@ -296,7 +303,7 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             after = request.after
             while True:
                 for entry in package_log.entries(after):
-                    await context.write(log_entry_message(entry))
+                    await context.write(log_entry_message(entry, self.redact))
                     after = entry.seq
                 if not request.follow or package_log.closed:
                     return

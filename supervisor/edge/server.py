@@ -20,8 +20,10 @@ from supervisor.config import MIB
 from supervisor.edge.auth import Authenticator, load_api_keys
 from supervisor.edge.grpc_service import SupervisorService
 from supervisor.edge.quotas import TenantQuotas
+from supervisor.edge.redaction import service_redactor
 from supervisor.instance_lock import DataDirLock
 from supervisor.metrics import ServiceMetrics, Snapshot
+from supervisor.sandboxes.runtime import find_runtime
 from supervisor.service_config import ServiceConfig, is_loopback
 from supervisor.tenants import PackageHost
 from supervisor.watcher import DirectoryWatcher
@@ -106,7 +108,9 @@ class SupervisorServer:
         quotas = TenantQuotas(config.tenant_requests, config.tenant_uploads)
         supervisor_pb2_grpc.add_SupervisorServicer_to_server(
             SupervisorService(self.host, Authenticator(self.keys), quotas, config.max_archive_mib * MIB,
-                              config.upload_idle_timeout, self.metrics), self.server)
+                              config.upload_idle_timeout, self.metrics,
+                              service_redactor(config.data_dir, config.packages, find_runtime().path_entries)),
+            self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME,
                  REFLECTION_V1)
