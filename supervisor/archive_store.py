@@ -1,8 +1,22 @@
 """The archive store: accepted packages on disk, stored by content (sha256) and indexed in SQLite.
 
-Nothing accepted is lost: an archive is written (and fsynced) under its
-sha256 before the index records it as loaded, so a supervisor killed at any
-moment finds, at its next start, every package that was loaded.
+    DATA_DIR/archives/TENANT/SHA256.cloacina   one per loaded package (content-addressed)
+    DATA_DIR/registry.db                       the index: versions accepted, packages loaded
+
+Nothing accepted is lost: an archive is written, fsynced and renamed into place
+(the directory fsynced too) before the index records it as loaded, so a service
+killed at any moment finds, at its next start, every package that was loaded.
+And the store keeps only what it should: an upload that is refused leaves
+nothing; an archive no loaded package refers to is removed as soon as none
+does, or at the next start (`sweep`) when a kill came first.
+
+The version check and its record are one transaction (`claim_version`): of two
+uploads of one name and version with different content, exactly one wins.
+
+The index is checked at open (`PRAGMA integrity_check`); a damaged one raises
+RegistryCorrupted, which names the file and the way back: `rebuild_registry`
+(`cloaca-sandbox rebuild-index`) indexes the archives again, since each one
+names its own content and holds its package's name and version.
 """
 
 from __future__ import annotations
@@ -12,16 +26,44 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from supervisor.errors import PackageError
+
+REGISTRY_NAME = "registry.db"
+ARCHIVE_SUFFIX = ".cloacina"
+PARTIAL_UPLOAD_PREFIX = ".upload-"  # what the edge receives an upload into, inside the data dir
+
+_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS versions (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+        accepted_at REAL NOT NULL, PRIMARY KEY (tenant, name, version));
+    CREATE TABLE IF NOT EXISTS loaded (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+        loaded_at REAL NOT NULL, PRIMARY KEY (tenant, name));
+"""
 
 
 class VersionConflictError(PackageError):
     """The same name and version was accepted before with different content."""
 
     code = "version_conflict"
+
+
+class RegistryCorrupted(RuntimeError):
+    """The index cannot be trusted; the message names the file and how to rebuild it."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        data_dir = path.parent
+        super().__init__(
+            f"the package registry {path} is damaged ({detail}). The stored archives are intact and name their "
+            f"own content: rebuild the registry from them with `cloaca-sandbox rebuild-index --data-dir {data_dir}` "
+            "(it keeps the damaged file beside it), then start the service again")
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -33,6 +75,18 @@ class RegistryEntry:
     archive: Path
 
 
+@dataclass
+class SweepReport:
+    """What `sweep` removed at start."""
+
+    partial_uploads: int = 0
+    unreferenced_archives: int = 0
+    scratch_dirs: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.partial_uploads or self.unreferenced_archives or self.scratch_dirs)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -41,66 +95,198 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_registry(path: Path) -> sqlite3.Connection:
+    """Open (or create) the index and check it page by page; RegistryCorrupted if it is damaged."""
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        problems = [row[0] for row in db.execute("PRAGMA integrity_check(5)")]
+        if problems != ["ok"]:
+            raise RegistryCorrupted(path, "; ".join(problems))
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        if db is not None:
+            db.close()
+        raise RegistryCorrupted(path, str(exc)) from None
+    except BaseException:
+        if db is not None:
+            db.close()
+        raise
+    return db
+
+
 class ArchiveStore:
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.archives_dir = data_dir / "archives"
         self.archives_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._db = sqlite3.connect(data_dir / "registry.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript("""
-            CREATE TABLE IF NOT EXISTS versions (
-                tenant TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
-                accepted_at REAL NOT NULL, PRIMARY KEY (tenant, name, version));
-            CREATE TABLE IF NOT EXISTS loaded (
-                tenant TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
-                loaded_at REAL NOT NULL, PRIMARY KEY (tenant, name));
-        """)
+        self.registry_path = data_dir / REGISTRY_NAME
+        self._db = open_registry(self.registry_path)
         self._lock = threading.Lock()
+        self._held: Counter[Path] = Counter()  # archives uploads under way still need, not yet recorded
+        self._adopt_flat_archives()
 
-    def store(self, source: Path) -> tuple[str, Path]:
+    def archive_path(self, tenant: str, sha256: str) -> Path:
+        return self.archives_dir / tenant / f"{sha256}{ARCHIVE_SUFFIX}"
+
+    # --- storing ---------------------------------------------------------------------
+
+    def store(self, tenant: str, source: Path) -> tuple[str, Path]:
         """Move an archive into the store under its sha256; returns (sha256, stored path).
 
-        `source` must be on the same filesystem (uploads are received inside
-        the data directory), so this is a rename, not a second copy.
+        `source` must be on the same filesystem (uploads are received inside the data
+        directory), so this is a rename, not a second copy. The stored archive is held
+        until `release`: kept if something recorded it meanwhile, removed otherwise.
         """
         sha256 = file_sha256(source)
-        target = self.archives_dir / f"{sha256}.cloacina"
-        if target.exists():
-            source.unlink()
-        else:
+        target = self.archive_path(tenant, sha256)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        with self._lock:
+            self._held[target] += 1
+            if target.exists():
+                source.unlink()
+                return sha256, target
             with open(source, "rb") as handle:
                 os.fsync(handle.fileno())
             source.replace(target)
+        fsync_directory(target.parent)
         return sha256, target
 
-    def check_version(self, tenant: str, name: str, version: str, sha256: str) -> None:
+    def release(self, archive: Path) -> None:
+        """An upload is done with `archive`: remove it unless a loaded package refers to it."""
         with self._lock:
+            self._held[archive] -= 1
+            if self._held[archive] <= 0:
+                del self._held[archive]
+            self._remove_if_unreferenced(archive)
+
+    def claim_version(self, tenant: str, name: str, version: str, sha256: str) -> bool:
+        """Check and record the version in one transaction; True when this call recorded it.
+
+        Raises VersionConflictError when the name and version were accepted (or are being
+        uploaded) with different content.
+        """
+        with self._lock, self._transaction():
             row = self._db.execute("SELECT sha256 FROM versions WHERE tenant=? AND name=? AND version=?",
                                    (tenant, name, version)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+                                 (tenant, name, version, sha256, time.time()))
         if row is not None and row[0] != sha256:
             raise VersionConflictError(
                 f"{name} {version} was already accepted with different content; "
                 "give the changed package a new version")
+        return row is None
+
+    def withdraw_claim(self, tenant: str, name: str, version: str, sha256: str) -> None:
+        """Forget a version `claim_version` recorded for an upload that was then refused."""
+        with self._lock:
+            self._db.execute("DELETE FROM versions WHERE tenant=? AND name=? AND version=? AND sha256=? AND NOT EXISTS "
+                             "(SELECT 1 FROM loaded WHERE tenant=? AND name=? AND version=? AND sha256=?)",
+                             (tenant, name, version, sha256) * 2)
 
     def record_loaded(self, tenant: str, name: str, version: str, sha256: str) -> None:
+        """The package is loaded from this archive; the one it replaced is removed when nothing else needs it."""
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?)",
-                             (tenant, name, version, sha256, now))
-            self._db.execute("INSERT OR REPLACE INTO loaded VALUES (?, ?, ?, ?, ?)",
-                             (tenant, name, version, sha256, now))
-            self._db.execute("COMMIT")
+            with self._transaction():
+                previous = self._db.execute("SELECT sha256 FROM loaded WHERE tenant=? AND name=?",
+                                            (tenant, name)).fetchone()
+                self._db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?)",
+                                 (tenant, name, version, sha256, now))
+                self._db.execute("INSERT OR REPLACE INTO loaded VALUES (?, ?, ?, ?, ?)",
+                                 (tenant, name, version, sha256, now))
+            if previous is not None and previous[0] != sha256:
+                self._remove_if_unreferenced(self.archive_path(tenant, previous[0]))
 
     def record_unloaded(self, tenant: str, name: str) -> None:
         with self._lock:
+            row = self._db.execute("SELECT sha256 FROM loaded WHERE tenant=? AND name=?", (tenant, name)).fetchone()
             self._db.execute("DELETE FROM loaded WHERE tenant=? AND name=?", (tenant, name))
+            if row is not None:
+                self._remove_if_unreferenced(self.archive_path(tenant, row[0]))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Under the lock: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _remove_if_unreferenced(self, archive: Path) -> None:
+        """Under the lock: remove an archive no loaded package and no upload under way refers to."""
+        if self._held.get(archive):
+            return
+        tenant, sha256 = archive.parent.name, archive.name.removesuffix(ARCHIVE_SUFFIX)
+        if self._db.execute("SELECT 1 FROM loaded WHERE tenant=? AND sha256=?", (tenant, sha256)).fetchone():
+            return
+        try:
+            archive.unlink()
+        except FileNotFoundError:
+            return
+        fsync_directory(archive.parent)
+
+    # --- reading ---------------------------------------------------------------------
 
     def loaded(self) -> list[RegistryEntry]:
         with self._lock:
             rows = self._db.execute("SELECT tenant, name, version, sha256 FROM loaded ORDER BY loaded_at").fetchall()
-        return [RegistryEntry(t, n, v, s, self.archives_dir / f"{s}.cloacina") for t, n, v, s in rows]
+        return [RegistryEntry(t, n, v, s, self.archive_path(t, s)) for t, n, v, s in rows]
+
+    # --- upkeep ----------------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        """At start, before any upload: remove partial uploads and archives no loaded package refers to."""
+        report = SweepReport()
+        for partial in self.data_dir.glob(f"{PARTIAL_UPLOAD_PREFIX}*"):
+            partial.unlink(missing_ok=True)
+            report.partial_uploads += 1
+        with self._lock:
+            referenced = {self.archive_path(t, s) for t, s in self._db.execute("SELECT tenant, sha256 FROM loaded")}
+            for tenant_dir in self.archives_dir.iterdir():
+                if not tenant_dir.is_dir():
+                    continue
+                for archive in tenant_dir.iterdir():
+                    if archive not in referenced and archive not in self._held:
+                        archive.unlink(missing_ok=True)
+                        report.unreferenced_archives += 1
+                if not any(tenant_dir.iterdir()):
+                    tenant_dir.rmdir()
+        if report:
+            fsync_directory(self.data_dir)
+        return report
+
+    def _adopt_flat_archives(self) -> None:
+        """Stores written before archives were kept per tenant held them at archives/SHA256.cloacina."""
+        flat = [path for path in self.archives_dir.glob(f"*{ARCHIVE_SUFFIX}") if path.is_file()]
+        if not flat:
+            return
+        with self._lock:
+            for tenant, sha256 in self._db.execute("SELECT DISTINCT tenant, sha256 FROM loaded").fetchall():
+                source = self.archives_dir / f"{sha256}{ARCHIVE_SUFFIX}"
+                target = self.archive_path(tenant, sha256)
+                if source.exists() and not target.exists():
+                    target.parent.mkdir(mode=0o700, exist_ok=True)
+                    os.link(source, target)
+                    fsync_directory(target.parent)
+        for path in flat:
+            path.unlink()  # adopted above, or referred to by nothing
+        fsync_directory(self.archives_dir)
 
     def close(self) -> None:
         with self._lock:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -22,18 +21,21 @@ from supervisor.errors import DiscoveryError, PackageError
 from supervisor.inspection import PackageSummary, inspect_archive
 from supervisor.manifest import Manifest
 
+from supervisor.options import Options, OptionsError, add_option_flags, load_options
+from supervisor.service_config import ClientConfig, ServiceConfig, default_data_dir
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_SERVER = "127.0.0.1:50051"
 
 
-def _env(name: str, default: Any = None, kind: Callable[[str], Any] = str) -> Any:
-    """A flag's default from CLOACA_SANDBOX_<NAME>, so every option can come from the environment."""
-    value = os.environ.get(f"CLOACA_SANDBOX_{name}")
-    return default if value in (None, "") else kind(value)
+def _options(model: type[Options], args: argparse.Namespace) -> Any:
+    """The command's options from its flags, the environment and the config file; OptionsError if bad."""
+    return load_options(model, vars(args))
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def _report_options_error(error: OptionsError) -> int:
+    for line in error.lines:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _print_package(summary: PackageSummary, discovery: Discovery, warnings: list[str]) -> None:
@@ -126,27 +128,26 @@ def command_inspect(args: argparse.Namespace) -> int:
 # --- serve ---------------------------------------------------------------------------
 
 def command_serve(args: argparse.Namespace) -> int:
-    from supervisor.edge.server import ConfigError, ServiceConfig, SupervisorServer
+    from supervisor.edge.server import ConfigError, SupervisorServer
+    from supervisor.log_format import configure_logging
 
-    logging.getLogger().setLevel(args.log_level.upper())
     try:
-        config = ServiceConfig(
-            listen=args.listen, data_dir=Path(args.data_dir).expanduser(), packages=[Path(p) for p in args.packages],
-            api_keys=args.api_keys and Path(args.api_keys), import_timeout=args.import_timeout,
-            call_timeout=args.call_timeout, memory_limit_mib=args.memory_limit or None,
-            max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_context_mib=args.max_context_mib,
-            isolation=args.isolation, network=args.network, scratch_mib=args.scratch_mib,
-            secrets=args.secrets and Path(args.secrets), vars=args.vars and Path(args.vars),
-            tls_cert=args.tls_cert and Path(args.tls_cert), tls_key=args.tls_key and Path(args.tls_key))
+        config = _options(ServiceConfig, args)
+    except OptionsError as error:
+        return _report_options_error(error)
+    configure_logging(config.log_level, config.log_format)
+    try:
         server = SupervisorServer(config)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_serve(server, config, args.grace))
+    return asyncio.run(_serve(server, config, config.grace))
 
 
 async def _serve(server: Any, config: Any, grace: float) -> int:
+    from supervisor.archive_store import RegistryCorrupted
     from supervisor.edge.server import ConfigError
+    from supervisor.instance_lock import DataDirInUse
     from supervisor.sandboxes.isolation import IsolationUnavailable
     from supervisor.secrets import SecretsFileError
     from supervisor.variables import VariablesFileError
@@ -157,7 +158,8 @@ async def _serve(server: Any, config: Any, grace: float) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-    except (ConfigError, IsolationUnavailable, SecretsFileError, VariablesFileError, OSError) as exc:
+    except (ConfigError, DataDirInUse, RegistryCorrupted, IsolationUnavailable, SecretsFileError,
+            VariablesFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop(0)
         return EXIT_USAGE
@@ -168,12 +170,40 @@ async def _serve(server: Any, config: Any, grace: float) -> int:
     return EXIT_OK
 
 
+def command_rebuild_index(args: argparse.Namespace) -> int:
+    from supervisor.instance_lock import DataDirInUse
+    from supervisor.registry_rebuild import rebuild_registry
+
+    try:
+        config = _options(ServiceConfig, args)
+    except OptionsError as error:
+        return _report_options_error(error)
+    if not (config.data_dir / "archives").is_dir():
+        print(f"error: {config.data_dir} holds no stored archives (is it the service's --data-dir?)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = rebuild_registry(config.data_dir)
+    except DataDirInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if report.damaged_copy is not None:
+        print(f"kept the old registry as {report.damaged_copy}")
+    for line in report.loaded:
+        print(f"indexed {line}")
+    for line in report.superseded:
+        print(f"removed {line}: a newer archive of the same package was stored after it")
+    for line in report.quarantined:
+        print(f"quarantined {line}", file=sys.stderr)
+    print(f"the registry holds {len(report.loaded)} loaded package(s); start the service again")
+    return EXIT_OK
+
+
 # --- client commands -------------------------------------------------------------------
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(config: ClientConfig) -> Any:
     from supervisor.client import SupervisorClient
 
-    return SupervisorClient(args.server, args.api_key, args.tls_ca and Path(args.tls_ca))
+    return SupervisorClient(config.server, config.api_key, config.tls_ca)
 
 
 def _read_context(raw: str | None) -> bytes:
@@ -204,10 +234,19 @@ def _package_dict(package: Any) -> dict[str, Any]:
     return {"name": package.name, "version": package.version, "state": pb.Package.State.Name(package.state).lower(),
             "error": package.error or None, "source": package.source, "pid": package.pid or None,
             "restarts": package.restarts, "memory_bytes": package.memory_bytes, "fingerprint": package.fingerprint,
-            "isolation": dict(sorted(package.isolation.items())),
+            "isolation": dict(sorted(package.isolation.items())), "memory_peak_bytes": package.memory_peak_bytes,
+            "restart_causes": dict(package.restart_causes), "sandbox_state": package.sandbox_state,
+            "limits": _limits_dict(package.limits) if package.HasField("limits") else None,
             "tasks": [_task_dict(task) for task in package.tasks],
             "workflows": [{"name": w.name, "description": w.description, "tasks": list(w.tasks)}
                           for w in package.workflows]}
+
+
+def _limits_dict(limits: Any) -> dict[str, Any]:
+    return {"import_timeout_seconds": limits.import_timeout_seconds, "call_timeout_seconds": limits.call_timeout_seconds,
+            "memory_limit_mib": limits.memory_limit_mib, "max_concurrency": limits.max_concurrency,
+            "max_queue": limits.max_queue, "scratch_mib": limits.scratch_mib, "max_processes": limits.max_processes,
+            "network": limits.network}
 
 
 def _task_dict(task: Any) -> dict[str, Any]:
@@ -219,7 +258,9 @@ def _call_dict(response: Any) -> dict[str, Any]:
     return {"status": _status(response.status),
             "context": json.loads(response.context_json) if response.context_json else None,
             "error": _error_dict(response.error),
-            "output": {"stdout": response.output.stdout, "stderr": response.output.stderr},
+            "output": {"stdout": response.output.stdout, "stderr": response.output.stderr,
+                       "stdout_dropped_bytes": response.output.stdout_dropped_bytes,
+                       "stderr_dropped_bytes": response.output.stderr_dropped_bytes},
             "duration_ms": round(response.duration_ms, 3)}
 
 
@@ -241,21 +282,32 @@ def _print_failure(error: dict[str, Any] | None) -> None:
         print(f"{error['type']}: {error['message']} [{error['kind']}]", file=sys.stderr)
 
 
-def _print_output(output: dict[str, str]) -> None:
+def _print_output(output: dict[str, Any]) -> None:
     for stream in ("stdout", "stderr"):
         if output[stream]:
-            print(f"--- {stream} ---", file=sys.stderr)
+            dropped = output[f"{stream}_dropped_bytes"]
+            cut = f" (truncated: its first {dropped} bytes were dropped)" if dropped else ""
+            print(f"--- {stream}{cut} ---", file=sys.stderr)
+            if dropped:
+                print(f"[... {dropped} bytes dropped ...]", file=sys.stderr)
             print(output[stream].rstrip("\n"), file=sys.stderr)
 
 
 def command_client(args: argparse.Namespace) -> int:
     try:
-        with _client(args) as client:
+        config = _options(ClientConfig, args)
+    except OptionsError as error:
+        return _report_options_error(error)
+    try:
+        with _client(config) as client:
             return args.client_handler(client, args)
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -423,6 +475,82 @@ def client_runs(client: Any, args: argparse.Namespace) -> int:
         error = f"  {run['error']}" if run["error"] else ""
         print(f"{run['started_at']}  {run['package']}/{run['workflow']:<20} {run['status']:<10} {took:>10}  "
               f"{run['origin']}{error}")
+def _log_entry_dict(entry: Any) -> dict[str, Any]:
+    kind = "output" if entry.kind == pb.PackageLogEntry.OUTPUT else "event"
+    data = {"seq": entry.seq, "time": entry.time, "kind": kind, "version": entry.version,
+            "incarnation": entry.incarnation, "text": entry.text}
+    if kind == "event":
+        data.update(event=entry.event, cause=entry.cause or None, pid=entry.pid or None,
+                    memory_peak_bytes=entry.memory_peak_bytes or None)
+    return data
+
+
+def _clock(seconds: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_log_entry(entry: dict[str, Any]) -> None:
+    where = f"{_clock(entry['time'])} {entry['version']}#{entry['incarnation']}"
+    if entry["kind"] == "event":
+        print(f"{where} ** {entry['text']}", flush=True)
+        return
+    for line in entry["text"].rstrip("\n").split("\n"):
+        print(f"{where} | {line}", flush=True)
+
+
+def client_logs(client: Any, args: argparse.Namespace) -> int:
+    try:
+        for entry in client.logs(args.package, follow=args.follow):
+            data = _log_entry_dict(entry)
+            if args.json:
+                print(json.dumps(data), flush=True)
+            else:
+                _print_log_entry(data)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def client_describe(client: Any, args: argparse.Namespace) -> int:
+    package = client.get(args.package)
+    details = _package_dict(package)
+    details["events"] = [_log_entry_dict(entry) for entry in client.logs(args.package)
+                         if entry.kind == pb.PackageLogEntry.EVENT]
+    if args.json:
+        print(json.dumps(details))
+        return EXIT_OK
+    mib = 2 ** 20
+    print(f"{details['name']} {details['version']}")
+    sandbox = f" (sandbox {details['sandbox_state']})" if details["sandbox_state"] else ""
+    print(f"  state:        {details['state']}{sandbox}" + (f", pid {details['pid']}" if details["pid"] else ""))
+    if details["error"]:
+        print(f"  error:        {details['error']}")
+    print(f"  source:       {details['source']}")
+    if details["fingerprint"]:
+        print(f"  fingerprint:  {details['fingerprint']}")
+    causes = ", ".join(f"{cause} {count}" for cause, count in sorted(details["restart_causes"].items()))
+    print(f"  restarts:     {details['restarts']}" + (f" ({causes})" if causes else ""))
+    limits = details["limits"]
+    if limits:
+        limit = f"{limits['memory_limit_mib']} MiB" if limits["memory_limit_mib"] else "none"
+        print(f"  memory:       {details['memory_bytes'] / mib:.1f} MiB now, "
+              f"{details['memory_peak_bytes'] / mib:.1f} MiB peak; limit {limit}")
+        print(f"  limits:       call timeout {limits['call_timeout_seconds']:g}s, import timeout "
+              f"{limits['import_timeout_seconds']:g}s, {limits['max_concurrency']} calls at once, "
+              f"{limits['max_queue']} waiting, scratch {limits['scratch_mib']} MiB, "
+              f"{limits['max_processes']} processes, network {'on' if limits['network'] else 'off'}")
+    if details["isolation"]:
+        print("  isolation:")
+        for layer, state in details["isolation"].items():
+            print(f"    {layer + ':':<14}{state}")
+    if details["tasks"]:
+        print(f"  tasks:        {', '.join(task['id'] for task in details['tasks'])}")
+    if details["events"]:
+        print("  events (most recent last):")
+        for event in details["events"][-20:]:
+            print(f"    {_clock(event['time'])} {event['version']}#{event['incarnation']} {event['text']}")
     return EXIT_OK
 
 
@@ -434,12 +562,14 @@ def client_unload(client: Any, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloaca-sandbox", description="Sandboxed hosting of Python workflow packages.")
+    parser.add_argument("--version", action="version", version=f"cloaca-sandbox {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     package = commands.add_parser("package", help="build a .cloacina archive from a project directory "
                                   "(package.toml, or pyproject.toml with [tool.cloaca])")
     package.add_argument("project_dir")
-    package.add_argument("-o", "--output", help="archive path (default: PROJECT_DIR/dist/NAME-VERSION.cloacina)")
+    package.add_argument("-o", "--output", metavar="FILE",
+                         help="archive path (default: PROJECT_DIR/dist/NAME-VERSION.cloacina)")
     package.set_defaults(handler=command_package)
 
     inspect = commands.add_parser("inspect", help="run every loader check on an archive and list its tasks")
@@ -451,48 +581,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--import-timeout", type=float, default=DEFAULT_IMPORT_TIMEOUT, metavar="SECONDS",
                          help="how long importing the entry module may take (default: %(default)s)")
 
-    from supervisor.tenants import default_data_dir
-
-    serve = commands.add_parser("serve", help="run the service (every option also reads CLOACA_SANDBOX_<OPTION>)")
-    serve.add_argument("--listen", default=_env("LISTEN", DEFAULT_SERVER), help="host:port or unix:PATH")
-    serve.add_argument("--data-dir", default=_env("DATA_DIR", str(default_data_dir())))
-    serve.add_argument("--packages", action="append", metavar="DIR",
-                       default=[p for p in _env("PACKAGES", "").split(os.pathsep) if p],
-                       help="a directory of archives to load and watch (repeatable)")
-    serve.add_argument("--api-keys", default=_env("API_KEYS"), metavar="FILE", help="'TENANT KEY' lines")
-    serve.add_argument("--import-timeout", type=float, default=_env("IMPORT_TIMEOUT", 60.0, float), metavar="SECONDS")
-    serve.add_argument("--call-timeout", type=float, default=_env("CALL_TIMEOUT", 300.0, float), metavar="SECONDS")
-    serve.add_argument("--memory-limit", type=int, default=_env("MEMORY_LIMIT", 1024, int), metavar="MIB",
-                       help="per sandbox, its whole process tree; 0 for none")
-    serve.add_argument("--max-concurrency", type=int, default=_env("MAX_CONCURRENCY", 4, int), metavar="N",
-                       help="calls one sandbox runs at once")
-    serve.add_argument("--max-queue", type=int, default=_env("MAX_QUEUE", 64, int), metavar="N",
-                       help="calls that may wait for a busy sandbox; more are refused at once")
-    serve.add_argument("--max-context-mib", type=int, default=_env("MAX_CONTEXT_MIB", 64, int), metavar="MIB")
-    serve.add_argument("--isolation", choices=("default", "strict"), default=_env("ISOLATION", "default"),
-                       help="strict: refuse to start sandboxes unless every confinement layer holds")
-    serve.add_argument("--network", action="store_true", default=_env("NETWORK", False, _truthy),
-                       help="give sandboxes the host's network (by default they have none)")
-    serve.add_argument("--scratch-mib", type=int, default=_env("SCRATCH_MIB", 256, int), metavar="MIB",
-                       help="size of each sandbox's writable home and temp dir")
-    serve.add_argument("--secrets", default=_env("SECRETS"), metavar="FILE",
-                       help="the operator's secrets (TOML, mode 0600): a package receives the ones it declares")
-    serve.add_argument("--vars", default=_env("VARS"), metavar="FILE",
-                       help="configuration variables per tenant (TOML); the service's own CLOACINA_VAR_* "
-                            "go to the default tenant only")
-    serve.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="FILE")
-    serve.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="FILE")
-    serve.add_argument("--grace", type=float, default=_env("GRACE", 30.0, float), metavar="SECONDS",
-                       help="how long calls under way may finish at shutdown")
-    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    serve = commands.add_parser("serve", help="run the service",
+                                description="Run the service. Each option also reads CLOACA_SANDBOX_<OPTION> "
+                                            "and the config file's [serve] table; a flag wins over both.")
+    add_option_flags(serve, ServiceConfig)
     serve.set_defaults(handler=command_serve)
 
+    rebuild = commands.add_parser(
+        "rebuild-index", help="rebuild a damaged package registry from the stored archives",
+        description="Rebuild DATA_DIR/registry.db from DATA_DIR/archives while the service is stopped; the old "
+                    "file is kept beside it.")
+    rebuild.add_argument("--data-dir", dest="data_dir", metavar="DIR", default=argparse.SUPPRESS,
+                         help=f"the service's data dir (default: {default_data_dir()}; env CLOACA_SANDBOX_DATA_DIR)")
+    rebuild.add_argument("--config", dest="config_file", metavar="FILE", default=argparse.SUPPRESS,
+                         help="a config file whose [serve] table may give data_dir (default: none)")
+    rebuild.set_defaults(handler=command_rebuild_index)
+
     def client_command(name: str, handler: Callable[[Any, argparse.Namespace], int], help_text: str) -> Any:
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--server", default=_env("SERVER", DEFAULT_SERVER))
-        sub.add_argument("--api-key", default=_env("API_KEY"))
-        sub.add_argument("--tls-ca", default=_env("TLS_CA"), metavar="FILE", help="trust this CA (the server uses TLS)")
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
+        add_option_flags(sub, ClientConfig)
+        sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=command_client, client_handler=handler)
         return sub
 
@@ -502,12 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     call = client_command("call", client_call, "call one task")
     call.add_argument("package")
     call.add_argument("task")
-    call.add_argument("--context", metavar="JSON|@FILE")
-    call.add_argument("--timeout", type=float, metavar="SECONDS")
+    call.add_argument("--context", metavar="JSON|@FILE", help="the task's input (default: {})")
+    call.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help="the call's time limit (default: the package's call timeout)")
     run = client_command("run", client_run, "run a workflow")
     run.add_argument("package")
-    run.add_argument("workflow", nargs="?")
-    run.add_argument("--context", metavar="JSON|@FILE")
+    run.add_argument("workflow", nargs="?", help="(default: the package's only workflow)")
+    run.add_argument("--context", metavar="JSON|@FILE", help="the workflow's input (default: {})")
     client_command("unload", client_unload, "unload a package").add_argument("package")
     runs = client_command("runs", client_runs, "list workflow runs, requested or scheduled, newest first")
     runs.add_argument("package", nargs="?")
@@ -520,7 +629,22 @@ def build_parser() -> argparse.ArgumentParser:
     schedule_runs.add_argument("schedule", help="its id, or a prefix")
     for listing in (runs, schedule_runs):
         listing.add_argument("--limit", type=int, default=20, metavar="N", help="newest N (default: %(default)s)")
+    logs = client_command("logs", client_logs, "show a package's output outside calls and its lifecycle events")
+    logs.add_argument("package")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new entries until Ctrl-C")
+    client_command("describe", client_describe,
+                   "show a package's state, version, restarts and why, memory, limits and isolation"
+                   ).add_argument("package")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloaca-sandbox")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,11 +27,15 @@ class SupervisorClient:
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
     def upload(self, archive: Path, timeout: float | None = None) -> pb.Package:
+        """Stream the archive; an archive that cannot be read raises OSError before anything is sent."""
+        handle = open(archive, "rb")  # here, not in the stream: gRPC would hide why it failed
+
         def chunks() -> Iterator[pb.UploadPackageRequest]:
-            with open(archive, "rb") as handle:
-                while block := handle.read(CHUNK_BYTES):
-                    yield pb.UploadPackageRequest(chunk=block)
-        return self.stub.UploadPackage(chunks(), metadata=self.metadata, timeout=timeout)
+            while block := handle.read(CHUNK_BYTES):
+                yield pb.UploadPackageRequest(chunk=block)
+
+        with handle:
+            return self.stub.UploadPackage(chunks(), metadata=self.metadata, timeout=timeout)
 
     def unload(self, package: str) -> None:
         self.stub.UnloadPackage(pb.UnloadPackageRequest(package=package), metadata=self.metadata)
@@ -74,6 +78,10 @@ class SupervisorClient:
     def schedule_runs(self, schedule_id: str, limit: int = 100, offset: int = 0) -> list[pb.ScheduleRun]:
         request = pb.ListScheduleRunsRequest(schedule_id=schedule_id, limit=limit, offset=offset)
         return list(self.stub.ListScheduleRuns(request, metadata=self.metadata).runs)
+    def logs(self, package: str, after: int = 0, follow: bool = False) -> Iterator[pb.PackageLogEntry]:
+        """The package's recent output and lifecycle events; with `follow`, new ones as they come."""
+        request = pb.ReadPackageLogRequest(package=package, after=after, follow=follow)
+        return iter(self.stub.ReadPackageLog(request, metadata=self.metadata))
 
     def close(self) -> None:
         self.channel.close()

@@ -32,7 +32,9 @@ from supervisor.contexts import ContextLike, encode_context
 from supervisor.discovery import DiscoveredTask, Discovery
 from supervisor.errors import IntegrityError
 from supervisor.fingerprint import tree_fingerprint
+from supervisor.observing import SandboxFigures, SupervisorObserver
 from supervisor.package import ExtractedPackage, check_discovery, extract_package
+from supervisor.package_log import PackageLog
 from supervisor.results import (
     CallRejected,
     CallResult,
@@ -42,6 +44,7 @@ from supervisor.results import (
     UnknownPackageError,
     UnknownTaskError,
 )
+from supervisor.sandboxes.events import SandboxEvent
 from supervisor.sandboxes.lifecycle import Sandbox, State
 from supervisor.secrets import SecretStore, load_secrets
 from supervisor.variables import Variables
@@ -62,6 +65,23 @@ class LoadedPackage:
     discovery: Discovery
 
 
+class _PackageWatch:
+    """One sandbox's observer: its events and output go to its package's log, its events to the core's observer."""
+
+    def __init__(self, log: PackageLog, version: str, observer: SupervisorObserver | None) -> None:
+        self.log = log
+        self.version = version
+        self.observer = observer
+
+    def event(self, event: SandboxEvent) -> None:
+        self.log.add_event(event)
+        if self.observer is not None:
+            self.observer.sandbox_event(event)
+
+    def output(self, incarnation: int, data: bytes) -> None:
+        self.log.add_output(self.version, incarnation, data)
+
+
 def package_key(name: str, namespace: str | None) -> str:
     """How a package is addressed: its name, or "namespace/name" inside a namespace (a tenant)."""
     return f"{namespace}/{name}" if namespace else name
@@ -69,13 +89,16 @@ def package_key(name: str, namespace: str | None) -> str:
 
 class AsyncSupervisor:
     def __init__(self, config: SupervisorConfig | None = None,
-                 extraction_limits: ExtractionLimits = ExtractionLimits()) -> None:
+                 extraction_limits: ExtractionLimits = ExtractionLimits(),
+                 observer: SupervisorObserver | None = None) -> None:
         self.config = config or SupervisorConfig()
+        self.observer = observer  # told of loads, unloads, sandbox events and calls (the metrics)
         self.extraction_limits = extraction_limits
         self._owns_work_dir = self.config.work_dir is None
         self.work_dir: Path | None = None
         self.services: SandboxServices | None = None
         self._packages: dict[str, LoadedPackage] = {}
+        self._logs: dict[str, PackageLog] = {}  # each loaded package's recent output and events
         self._retiring: dict[asyncio.Task[None], Sandbox] = {}  # replaced packages, draining
         self._loading: set[Sandbox] = set()  # sandboxes of loads under way, stopped by close()
         self._loads_in_flight = 0
@@ -158,10 +181,12 @@ class AsyncSupervisor:
             await self._in_thread(package.remove)
             self._check_open()
         key = package_key(package.name, namespace)
+        package_log = self._logs.get(key) or PackageLog()  # a replacement writes on in the same log
         sandbox = Sandbox(key, package, self.config.limits_for(limits), self.services,
                           verify=lambda: self._verify(package),
                           secrets=lambda names: self._secrets_for(key, namespace, names),
-                          variables=lambda: self.variables.environment(namespace))
+                          variables=lambda: self.variables.environment(namespace), tenant=namespace,
+                          observer=_PackageWatch(package_log, package.version, self.observer))
         self._loading.add(sandbox)
         try:
             if check is not None:
@@ -177,6 +202,9 @@ class AsyncSupervisor:
         loaded = LoadedPackage(key, namespace, package, sandbox, discovery)
         previous = self._packages.get(key)
         self._packages[key] = loaded
+        self._logs[key] = package_log
+        if self.observer is not None:
+            self.observer.package_loaded(key, namespace, package.name, [task.id for task in discovery.tasks])
         log.info("loaded %s %s: %d tasks", key, package.version, len(discovery.tasks))
         if previous is not None:
             log.info("replaced %s %s; its sandbox drains", key, previous.package.version)
@@ -209,7 +237,12 @@ class AsyncSupervisor:
         loaded = self._packages.pop(name, None)
         if loaded is None:
             raise UnknownPackageError(self._unknown_package_message(name))
+        package_log = self._logs.pop(name, None)
         await self._discard(loaded.package, loaded.sandbox)
+        if package_log is not None:
+            package_log.close()
+        if self.observer is not None:
+            self.observer.package_unloaded(name)
         log.info("unloaded %s %s", name, loaded.package.version)
 
     async def _discard(self, package: ExtractedPackage, sandbox: Sandbox, grace: float | None = None) -> None:
@@ -229,6 +262,27 @@ class AsyncSupervisor:
 
     def discovery(self, name: str) -> Discovery:
         return self._get(name).discovery
+
+    def figures(self) -> list[SandboxFigures]:
+        """Each loaded package's calls running and waiting, and its memory: what metrics report."""
+        figures = []
+        for loaded in self._packages.values():
+            sandbox = loaded.sandbox
+            running = sandbox.calls_running
+            figures.append(SandboxFigures(loaded.namespace or "", loaded.package.name, running,
+                                          max(0, sandbox.calls_admitted - running), sandbox.memory_bytes,
+                                          sandbox.limits.memory_limit_bytes or 0))
+        return figures
+
+    def log(self, name: str) -> PackageLog:
+        """The package's recent output outside calls and lifecycle events."""
+        self._get(name)
+        return self._logs[name]
+
+    def close_logs(self) -> None:
+        """Followers of every package's log finish (the service is stopping)."""
+        for package_log in self._logs.values():
+            package_log.close()
 
     def _get(self, name: str) -> LoadedPackage:
         loaded = self._packages.get(name)
@@ -251,7 +305,8 @@ class AsyncSupervisor:
             workflows=[workflow.name for workflow in loaded.discovery.workflows],
             pid=sandbox.pid, restarts=sandbox.restarts, memory_bytes=sandbox.memory_bytes,
             fingerprint=loaded.package.fingerprint, warnings=list(loaded.package.warnings),
-            isolation=sandbox.isolation,
+            isolation=sandbox.isolation, memory_peak_bytes=sandbox.memory_peak_bytes,
+            restart_causes=dict(sandbox.restart_causes), limits=sandbox.limits,
         )
 
     # --- calls ---------------------------------------------------------------------
@@ -267,11 +322,19 @@ class AsyncSupervisor:
                 known = ", ".join(t.id for t in loaded.discovery.tasks)
                 raise UnknownTaskError(f"package {package!r} has no task {task!r} (its tasks: {known})")
             try:
-                return await loaded.sandbox.call(task, payload, timeout)
-            except PackageUnavailableError:
+                result = await loaded.sandbox.call(task, payload, timeout)
+            except PackageUnavailableError as exc:
                 # Replaced while we looked it up: the new version takes the call.
                 if self._packages.get(package) is loaded:
+                    self._refused(loaded, exc)
                     raise
+                continue
+            except CallRejected as exc:
+                self._refused(loaded, exc)
+                raise
+            if self.observer is not None:
+                self.observer.call_finished(loaded.key, task, result)
+            return result
         raise PackageUnavailableError(f"package {package!r} is being replaced; try again")
 
     async def poll_trigger(self, package: str, trigger: str, timeout: float | None = None) -> CallResult:
@@ -286,6 +349,10 @@ class AsyncSupervisor:
             known = ", ".join(t.name for t in loaded.discovery.triggers) or "none"
             raise UnknownTaskError(f"package {package!r} has no trigger {trigger!r} (its triggers: {known})")
         return await loaded.sandbox.poll(trigger, timeout)
+
+    def _refused(self, loaded: LoadedPackage, refusal: CallRejected) -> None:
+        if self.observer is not None:
+            self.observer.call_refused(loaded.key, refusal.code)
 
     async def run_workflow(self, package: str, workflow: str | None = None, context: ContextLike = None,
                            starting: Callable[[str], Awaitable[None]] | None = None) -> WorkflowRun:
@@ -340,6 +407,7 @@ class AsyncSupervisor:
         if self._monitor is not None:
             self._monitor.cancel()
         loaded, self._packages = list(self._packages.values()), {}
+        self.close_logs()
         # Replaced packages still draining get the same grace as the rest, not their own drain time.
         retiring = list(self._retiring.items())
         await asyncio.gather(*(self._discard(item.package, item.sandbox) for item in loaded),

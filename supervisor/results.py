@@ -62,6 +62,9 @@ class PackageInfo:
     fingerprint: str
     warnings: list[str]
     isolation: dict[str, str] = field(default_factory=dict)  # confinement layer -> "on ..." / "off (why)"
+    memory_peak_bytes: int = 0  # the highest sample of any of its incarnations
+    restart_causes: dict[str, int] = field(default_factory=dict)  # restarts since it loaded, by cause
+    limits: Any = None  # the EffectiveLimits its sandbox runs under
 
 
 class CallRejected(Exception):

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from cloaca.engine import WorkflowRun
 from supervisor.archive_store import ArchiveStore, RegistryEntry, file_sha256
@@ -30,13 +31,19 @@ from supervisor.core import AsyncSupervisor, package_key
 from supervisor.discovery import Discovery
 from supervisor.errors import IntegrityError, PackageError
 from supervisor.package import ExtractedPackage
+from supervisor.package_log import PackageLog
 from supervisor.results import CallResult, PackageInfo, PackageUnavailableError, UnknownPackageError
 from supervisor.run_history import LOST, REQUEST, RunHistory, RunRecord
 from supervisor.scheduling import ServiceSchedules
+from supervisor.sandboxes.events import EventKind, SandboxEvent
+
+if TYPE_CHECKING:
+    from supervisor.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
+WATCHED_SCRATCH_PREFIX = ".watched-"  # where a watched file is copied before it loads, inside the data dir
 LOADING, READY, FAILED = "loading", "ready", "failed"
 
 T = TypeVar("T")
@@ -57,10 +64,12 @@ class PackageView:
 
 
 class PackageHost:
-    def __init__(self, data_dir: Path, config: SupervisorConfig | None = None) -> None:
+    def __init__(self, data_dir: Path, config: SupervisorConfig | None = None,
+                 metrics: ServiceMetrics | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.supervisor = AsyncSupervisor(config or SupervisorConfig(work_dir=data_dir / "work"))
+        self.metrics = metrics
+        self.supervisor = AsyncSupervisor(config or SupervisorConfig(work_dir=data_dir / "work"), observer=metrics)
         self.store = ArchiveStore(data_dir)
         self._unready: dict[tuple[str, str], PackageView] = {}  # loading or failed, by (tenant, name)
         self._sources: dict[tuple[str, str], str] = {}  # where each loaded package came from
@@ -72,6 +81,8 @@ class PackageHost:
         return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
 
     async def start(self) -> None:
+        """Clear what a previous service left (it may have been killed), then start the supervisor."""
+        await self._in_thread(self._sweep)
         await self.supervisor.start()
         lost = await self._in_thread(self.runs.recover)
         if lost:
@@ -81,6 +92,18 @@ class PackageHost:
         """Start firing schedules: once stored and watched packages are loaded, so no fire finds its package
         still loading."""
         await self.schedules.start()
+
+    def _sweep(self) -> None:
+        report = self.store.sweep()
+        scratch = [path for path in self.data_dir.glob(f"{WATCHED_SCRATCH_PREFIX}*") if path.is_dir()]
+        work = self.supervisor.config.work_dir
+        stale = [path for path in (work / "packages", work / "run") if path.exists()] if work is not None else []
+        for path in scratch + stale:
+            shutil.rmtree(path, ignore_errors=True)
+        report.scratch_dirs = len(scratch) + len(stale)
+        if report:
+            log.info("removed what a previous run left: %d partial upload(s), %d unreferenced archive(s), "
+                     "%d staging dir(s)", report.partial_uploads, report.unreferenced_archives, report.scratch_dirs)
 
     # --- loading -------------------------------------------------------------------
 
@@ -104,7 +127,8 @@ class PackageHost:
             if actual != entry.sha256:
                 raise IntegrityError(f"the stored archive of {entry.name} {entry.version} does not match its "
                                      f"sha256 (expected {entry.sha256}, found {actual}); it was not loaded")
-            await self.supervisor.load(entry.archive, namespace=entry.tenant)
+            with self._timed_load(entry.tenant, "restore"):
+                await self.supervisor.load(entry.archive, namespace=entry.tenant)
             await self._loaded(entry.tenant, entry.name, "upload")
             log.info("restored %s/%s %s", entry.tenant, entry.name, entry.version)
         except (PackageError, OSError) as exc:
@@ -113,14 +137,28 @@ class PackageHost:
                                                                     entry.version, str(exc))
 
     async def upload(self, tenant: str, archive: Path) -> PackageView:
-        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it."""
-        sha256, stored = await self._in_thread(self.store.store, archive)
+        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it.
 
-        def refuse_version_conflict(package: ExtractedPackage) -> None:
-            self.store.check_version(tenant, package.name, package.version, sha256)
+        A refused upload leaves nothing: its archive is removed (unless a loaded package has the
+        same content) and the version it claimed is withdrawn.
+        """
+        sha256, stored = await self._in_thread(self.store.store, tenant, archive)
+        claimed: list[tuple[str, str]] = []
 
-        info = await self.supervisor.load(stored, namespace=tenant, check=refuse_version_conflict)
-        await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
+        def claim_version(package: ExtractedPackage) -> None:
+            if self.store.claim_version(tenant, package.name, package.version, sha256):
+                claimed.append((package.name, package.version))
+
+        try:
+            with self._timed_load(tenant, "upload"):
+                info = await self.supervisor.load(stored, namespace=tenant, check=claim_version)
+            await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
+        except BaseException:
+            for name, version in claimed:
+                await self._in_thread(self.store.withdraw_claim, tenant, name, version, sha256)
+            raise
+        finally:
+            await self._in_thread(self.store.release, stored)
         await self._loaded(tenant, info.name, "upload")
         return self.get(tenant, info.name)
 
@@ -128,11 +166,12 @@ class PackageHost:
         """Load a watched file; its failure is kept visible under the file's name."""
         source = str(path)
         try:
-            with tempfile.TemporaryDirectory(dir=self.data_dir) as scratch:
+            with tempfile.TemporaryDirectory(prefix=WATCHED_SCRATCH_PREFIX, dir=self.data_dir) as scratch:
                 # Copied first: the watched file may change while it is extracted.
                 snapshot = Path(scratch) / "archive"
                 await self._in_thread(shutil.copyfile, path, snapshot)
-                info = await self.supervisor.load(snapshot, namespace=tenant)
+                with self._timed_load(tenant, "watched"):
+                    info = await self.supervisor.load(snapshot, namespace=tenant)
         except (PackageError, OSError) as exc:
             log.error("watched package %s refused: %s", path, exc)
             self._unready[(tenant, path.name)] = PackageView(tenant, path.name, FAILED, source, error=str(exc))
@@ -140,6 +179,30 @@ class PackageHost:
         self._unready.pop((tenant, path.name), None)
         await self._loaded(tenant, info.name, source)
         return self.get(tenant, info.name)
+
+    @contextmanager
+    def _timed_load(self, tenant: str, source: str) -> Iterator[None]:
+        """Count the load and its duration by source and outcome (ok, or the loader's error code)."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except PackageError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.load_finished(tenant, source, outcome, time.perf_counter() - started)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many packages of every tenant are loading, ready and failed."""
+        views = [self._view(info) for info in self.supervisor.packages()]
+        shown = {(view.tenant, view.name) for view in views}
+        views += [view for key, view in self._unready.items() if key not in shown]
+        return dict(Counter(view.state for view in views))
 
     async def forget_file(self, tenant: str, path: Path) -> None:
         """A watched file disappeared: unload what it provided, forget its failure."""
@@ -185,6 +248,19 @@ class PackageHost:
             if view is None:
                 raise UnknownPackageError(self._unknown(tenant, name)) from None
             return view
+
+    def log(self, tenant: str, name: str) -> PackageLog:
+        """The package's recent output and lifecycle events; for one that never loaded, why."""
+        try:
+            return self.supervisor.log(package_key(name, tenant))
+        except UnknownPackageError:
+            view = self.get(tenant, name)  # raises UnknownPackageError when it is nowhere
+            note = PackageLog()
+            note.add_event(SandboxEvent(EventKind.FAILED, package_key(name, tenant), tenant, view.version, 0,
+                                        cause="load_failed" if view.state == FAILED else "",
+                                        detail=view.error or f"it is {view.state}"))
+            note.close()
+            return note
 
     def _view(self, info: PackageInfo) -> PackageView:
         tenant = info.namespace or DEFAULT_TENANT
@@ -256,8 +332,3 @@ class PackageHost:
         await self._in_thread(self.store.close)
         await self._in_thread(self.runs.close)
         self._io.shutdown(wait=True)
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "cloaca-sandbox"

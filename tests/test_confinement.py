@@ -353,7 +353,7 @@ def test_cannot_read_other_tenants_source_keys_registry_or_archives(service):
         "/proc/1/root/package/ledger/__init__.py",
         str(service.keys_file), str(service.data_dir), str(service.data_dir / "registry.db"),
         str(service.data_dir / "registry.db-wal"), str(service.data_dir / "archives"),
-        str(service.data_dir / "archives" / f"{service.victim_archive_sha}.cloacina"),
+        str(service.data_dir / "archives" / "victim" / f"{service.victim_archive_sha}.cloacina"),
         str(service.data_dir / "work"), str(service.data_dir / "work" / "packages"),
         f"/proc/{pids['supervisor']}/cmdline", f"/proc/{pids['supervisor']}/fd",
     ]
@@ -460,7 +460,7 @@ def test_cannot_rewrite_other_tenants_code_the_registry_or_the_shared_runtime(se
 
     victim = service.victim_sandbox
     source = victim.package.root / "ledger" / "__init__.py"
-    archive = service.data_dir / "archives" / f"{service.victim_archive_sha}.cloacina"
+    archive = service.data_dir / "archives" / "victim" / f"{service.victim_archive_sha}.cloacina"
     runtime_dir = Path(cloaca.__file__).parent.parent
     watched = [source, archive, service.keys_file, Path(cloaca.__file__), Path(sandbox_runtime.__file__),
                Path(os.__file__)]

@@ -21,6 +21,15 @@ def test_running_a_package_toml_package_locally_as_written():
     assert ran.stdout.strip() == "255 visits on 3 pages"
 
 
+def test_the_runners_schedule_api_as_written():
+    section = OURS[OURS.index("### Running locally"):OURS.index("## Packaging")]
+    example = code_blocks(section, "python")[2]
+    ran = subprocess.run([sys.executable, "-c", example], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["0", "0", "2", "*", "*", "*", "True"]
+
+
 def test_every_loader_code_is_documented():
     from supervisor import archive, errors
 

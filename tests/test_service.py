@@ -252,7 +252,7 @@ def test_a_stored_archive_that_changed_on_disk_is_not_loaded_again(start_server,
         client.upload(archives["v1"])
     data_dir = server.server.config.data_dir
     server.stop()
-    stored = next((data_dir / "archives").iterdir())
+    stored = next((data_dir / "archives").rglob("*.cloacina"))
     stored.write_bytes(stored.read_bytes() + b"tampered")  # the host's disk, changed between runs
     _, address = start_server()
     with SupervisorClient(address) as client:
@@ -306,7 +306,7 @@ def test_watched_directory_reconciles(start_server, archives, tmp_path):
     watched.mkdir()
     (watched / "demo.cloacina").write_bytes(archives["v1"].read_bytes())
     (watched / "broken.cloacina").write_bytes(b"garbage" * 100)
-    _, address = start_server(packages=[watched], watch_interval=0.1)
+    _, address = start_server(packages=[watched], watch_settle=0.2)
     with SupervisorClient(address) as client:
         listed = {p.name: p for p in client.list()}
         assert listed["demo"].state == pb.Package.READY and listed["demo"].source.endswith("demo.cloacina")

@@ -25,7 +25,7 @@ class UploadPackageRequest(_message.Message):
     def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
 
 class Package(_message.Message):
-    __slots__ = ("name", "version", "state", "error", "tasks", "workflows", "pid", "restarts", "memory_bytes", "fingerprint", "source", "isolation")
+    __slots__ = ("name", "version", "state", "error", "tasks", "workflows", "pid", "restarts", "memory_bytes", "fingerprint", "source", "isolation", "memory_peak_bytes", "restart_causes", "limits", "sandbox_state")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Package.State]
@@ -43,6 +43,13 @@ class Package(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class RestartCausesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +62,10 @@ class Package(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESTART_CAUSES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     state: Package.State
@@ -67,7 +78,31 @@ class Package(_message.Message):
     fingerprint: str
     source: str
     isolation: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[Package.State, str]] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ..., isolation: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    memory_peak_bytes: int
+    restart_causes: _containers.ScalarMap[str, int]
+    limits: Limits
+    sandbox_state: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[Package.State, str]] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ..., isolation: _Optional[_Mapping[str, str]] = ..., memory_peak_bytes: _Optional[int] = ..., restart_causes: _Optional[_Mapping[str, int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., sandbox_state: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("import_timeout_seconds", "call_timeout_seconds", "memory_limit_mib", "max_concurrency", "max_queue", "scratch_mib", "max_processes", "network")
+    IMPORT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CALL_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_MIB_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    SCRATCH_MIB_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    import_timeout_seconds: float
+    call_timeout_seconds: float
+    memory_limit_mib: int
+    max_concurrency: int
+    max_queue: int
+    scratch_mib: int
+    max_processes: int
+    network: bool
+    def __init__(self, import_timeout_seconds: _Optional[float] = ..., call_timeout_seconds: _Optional[float] = ..., memory_limit_mib: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queue: _Optional[int] = ..., scratch_mib: _Optional[int] = ..., max_processes: _Optional[int] = ..., network: _Optional[bool] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("id", "function", "dependencies", "is_async", "docstring", "workflow")
@@ -222,6 +257,48 @@ class TaskOutcome(_message.Message):
     error: TaskError
     skip_reason: str
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., attempts: _Optional[int] = ..., duration_ms: _Optional[float] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
+class ReadPackageLogRequest(_message.Message):
+    __slots__ = ("package", "after", "follow")
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    package: str
+    after: int
+    follow: bool
+    def __init__(self, package: _Optional[str] = ..., after: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class PackageLogEntry(_message.Message):
+    __slots__ = ("seq", "time", "kind", "version", "incarnation", "text", "event", "cause", "pid", "memory_peak_bytes")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[PackageLogEntry.Kind]
+        OUTPUT: _ClassVar[PackageLogEntry.Kind]
+        EVENT: _ClassVar[PackageLogEntry.Kind]
+    KIND_UNSPECIFIED: PackageLogEntry.Kind
+    OUTPUT: PackageLogEntry.Kind
+    EVENT: PackageLogEntry.Kind
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time: float
+    kind: PackageLogEntry.Kind
+    version: str
+    incarnation: int
+    text: str
+    event: str
+    cause: str
+    pid: int
+    memory_peak_bytes: int
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[PackageLogEntry.Kind, str]] = ..., version: _Optional[str] = ..., incarnation: _Optional[int] = ..., text: _Optional[str] = ..., event: _Optional[str] = ..., cause: _Optional[str] = ..., pid: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ...) -> None: ...
 
 class RunWorkflowResponse(_message.Message):
     __slots__ = ("status", "workflow", "final_context_json", "tasks", "duration_ms", "run_id")

@@ -94,6 +94,11 @@ class SupervisorStub:
                 request_serializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsRequest.SerializeToString,
                 response_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsResponse.FromString,
                 _registered_method=True)
+        self.ReadPackageLog = channel.unary_stream(
+                '/cloaca.sandbox.v1.Supervisor/ReadPackageLog',
+                request_serializer=supervisor_dot_api_dot_supervisor__pb2.ReadPackageLogRequest.SerializeToString,
+                response_deserializer=supervisor_dot_api_dot_supervisor__pb2.PackageLogEntry.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -177,6 +182,16 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadPackageLog(self, request, context):
+        """A package's recent history: what its sandbox wrote outside calls (its import's prints,
+        warnings, its own errors) and its lifecycle events (started, restarting and why, killed
+        and why, exited with its memory peak). With `follow`, new entries stream as they come
+        until the client cancels, the package is unloaded or the service stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +254,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.ListScheduleRuns,
                     request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsRequest.FromString,
                     response_serializer=supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsResponse.SerializeToString,
+            ),
+            'ReadPackageLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadPackageLog,
+                    request_deserializer=supervisor_dot_api_dot_supervisor__pb2.ReadPackageLogRequest.FromString,
+                    response_serializer=supervisor_dot_api_dot_supervisor__pb2.PackageLogEntry.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +585,33 @@ class Supervisor:
             '/cloaca.sandbox.v1.Supervisor/ListScheduleRuns',
             supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsRequest.SerializeToString,
             supervisor_dot_api_dot_supervisor__pb2.ListScheduleRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadPackageLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cloaca.sandbox.v1.Supervisor/ReadPackageLog',
+            supervisor_dot_api_dot_supervisor__pb2.ReadPackageLogRequest.SerializeToString,
+            supervisor_dot_api_dot_supervisor__pb2.PackageLogEntry.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,79 +9,48 @@ load in the background while health answers NOT_SERVING. Health and reflection
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.api import supervisor_pb2, supervisor_pb2_grpc
-from supervisor.config import MIB, IsolationLevel, LauncherKind, SupervisorConfig
+from supervisor.config import MIB
 from supervisor.edge.auth import Authenticator, load_api_keys
 from supervisor.edge.grpc_service import SupervisorService
 from supervisor.edge.quotas import TenantQuotas
-from supervisor.tenants import PackageHost, default_data_dir
+from supervisor.edge.redaction import service_redactor
+from supervisor.instance_lock import DataDirLock
+from supervisor.metrics import ServiceMetrics, Snapshot
+from supervisor.sandboxes.runtime import find_runtime
+from supervisor.service_config import ServiceConfig, is_loopback
+from supervisor.tenants import PackageHost
 from supervisor.watcher import DirectoryWatcher
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ConfigError", "ServiceConfig", "SupervisorServer", "is_loopback"]
 
 SERVICE_NAME = supervisor_pb2.DESCRIPTOR.services_by_name["Supervisor"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
-class ServiceConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    listen: str = "127.0.0.1:50051"
-    data_dir: Path = Field(default_factory=default_data_dir)
-    packages: list[Path] = Field(default_factory=list)
-    api_keys: Path | None = None
-    import_timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    call_timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    memory_limit_mib: int | None = Field(default=1024, gt=0)
-    max_concurrency: int = Field(default=4, ge=1)
-    max_queue: int = Field(default=64, ge=0)
-    max_context_mib: int = Field(default=64, ge=1)
-    max_archive_mib: int = Field(default=512, ge=1)
-    scratch_mib: int = Field(default=256, ge=1)
-    network: bool = False
-    isolation: IsolationLevel = IsolationLevel.DEFAULT
-    launcher: LauncherKind = LauncherKind.ZYGOTE
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    secrets: Path | None = None
-    vars: Path | None = None
-    watch_interval: float = Field(default=1.0, gt=0)
-    tenant_requests: int = Field(default=256, ge=1, description="requests one tenant may have in progress")
-    tenant_uploads: int = Field(default=8, ge=1, description="uploads one tenant may have in progress")
-    upload_idle_timeout: float = Field(default=30.0, gt=0, description="seconds an upload may send nothing")
-
-    def supervisor_config(self) -> SupervisorConfig:
-        return SupervisorConfig(
-            work_dir=self.data_dir / "work", import_timeout=self.import_timeout, call_timeout=self.call_timeout,
-            memory_limit_mib=self.memory_limit_mib, max_concurrency=self.max_concurrency, max_queue=self.max_queue,
-            max_context_mib=self.max_context_mib, scratch_mib=self.scratch_mib, network=self.network,
-            isolation=self.isolation, launcher=self.launcher, secrets_file=self.secrets,
-            vars_file=self.vars)
+METRICS_SNAPSHOT_TIMEOUT = 5.0  # seconds a scrape waits for the event loop; past that it reports not ready
+LAG_SAMPLE_INTERVAL = 0.5
 
 
 class ConfigError(ValueError):
     pass
 
 
-def is_loopback(listen: str) -> bool:
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return version("cloaca-sandbox")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _reflection_v1_handler(servicer: reflection.aio.ReflectionServicer) -> grpc.GenericRpcHandler:
@@ -116,11 +85,22 @@ class SupervisorServer:
         self.loaded = asyncio.Event()  # set once restore and the first scan are done
         self._loader: asyncio.Task[None] | None = None
         self.watcher: DirectoryWatcher | None = None
+        self.lock = DataDirLock(config.data_dir)
+        self.metrics: ServiceMetrics | None = ServiceMetrics(_version()) if config.metrics_listen else None
+        self.metrics_port = 0
+        self._lag_sampler: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
-        """Listen; then load stored and watched packages in the background (health NOT_SERVING until done)."""
+        """Listen; then load stored and watched packages in the background (health NOT_SERVING until done).
+
+        Raises DataDirInUse when another service holds the data dir, ConfigError when the
+        address is taken (naming the process listening there, where it can be known).
+        """
         config = self.config
-        self.host = PackageHost(config.data_dir, config.supervisor_config())
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock.acquire()  # before anything in the data dir is touched
+        self.host = PackageHost(config.data_dir, config.supervisor_config(), self.metrics)
         message_limit = config.max_context_mib * MIB + MIB  # a context plus the message around it
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", message_limit),
                                                ("grpc.max_send_message_length", message_limit),
@@ -128,7 +108,9 @@ class SupervisorServer:
         quotas = TenantQuotas(config.tenant_requests, config.tenant_uploads)
         supervisor_pb2_grpc.add_SupervisorServicer_to_server(
             SupervisorService(self.host, Authenticator(self.keys), quotas, config.max_archive_mib * MIB,
-                              config.upload_idle_timeout), self.server)
+                              config.upload_idle_timeout, self.metrics,
+                              service_redactor(config.data_dir, config.packages, find_runtime().path_entries)),
+            self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME,
                  REFLECTION_V1)
@@ -144,18 +126,47 @@ class SupervisorServer:
                 self.port = self.server.add_secure_port(config.listen, credentials)
             else:
                 self.port = self.server.add_insecure_port(config.listen)
-        except RuntimeError as exc:
-            raise ConfigError(f"could not listen on {config.listen}: {exc}") from None
+        except RuntimeError:
+            raise ConfigError(_unavailable_address(config.listen)) from None
         if self.port == 0 and not config.listen.startswith("unix:"):
-            raise ConfigError(f"could not listen on {config.listen}: the address is in use or not available")
+            raise ConfigError(_unavailable_address(config.listen))
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.host.start()
+        await self._serve_metrics()
         await self.server.start()
         log.info("listening on %s (%s)", config.listen,
                  "API keys required" if config.api_keys else "no API keys: loopback only")
-        self.watcher = DirectoryWatcher(self.host, list(config.packages), config.watch_interval)
+        self.watcher = DirectoryWatcher(self.host, list(config.packages), config.watch_settle)
         self._loader = asyncio.get_running_loop().create_task(self._load_packages())
+
+    async def _serve_metrics(self) -> None:
+        if self.metrics is None or self.config.metrics_address is None:
+            return
+        host, port = self.config.metrics_address
+        loop = asyncio.get_running_loop()
+
+        async def snapshot() -> Snapshot:
+            assert self.host is not None
+            return Snapshot(ready=self.loaded.is_set() and not self._stopping,
+                            packages_by_state=self.host.state_counts(), sandboxes=self.host.supervisor.figures())
+
+        self.metrics.read_state_with(
+            lambda: asyncio.run_coroutine_threadsafe(snapshot(), loop).result(METRICS_SNAPSHOT_TIMEOUT))
+        try:
+            self.metrics_port = self.metrics.serve(host, port)
+        except OSError as exc:
+            raise ConfigError(f"could not serve metrics on {self.config.metrics_listen}: {exc.strerror}") from None
+        self._lag_sampler = loop.create_task(self._sample_loop_lag(), name="loop-lag")
+        log.info("serving metrics on http://%s/metrics", self.config.metrics_listen)
+
+    async def _sample_loop_lag(self) -> None:
+        assert self.metrics is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(LAG_SAMPLE_INTERVAL)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - asked - LAG_SAMPLE_INTERVAL))
 
     async def _load_packages(self) -> None:
         assert self.host is not None and self.watcher is not None
@@ -175,7 +186,10 @@ class SupervisorServer:
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let calls under way finish within `grace`, then stop every sandbox."""
+        self._stopping = True
         await self.health.enter_graceful_shutdown()
+        if self.host is not None:
+            self.host.supervisor.close_logs()  # `logs --follow` streams end now, not after the grace
         if self.server is not None:
             await self.server.stop(grace)
         if self.watcher is not None:
@@ -185,4 +199,45 @@ class SupervisorServer:
             await asyncio.gather(self._loader, return_exceptions=True)
         if self.host is not None:
             await self.host.close()
+        if self._lag_sampler is not None:
+            self._lag_sampler.cancel()
+            await asyncio.gather(self._lag_sampler, return_exceptions=True)
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.lock.release()
         log.info("stopped")
+
+
+def _unavailable_address(listen: str) -> str:
+    """Why `listen` could not be bound: who listens there, when this machine says."""
+    if listen.startswith("unix:"):
+        return f"could not listen on {listen}: the socket path is in use or not writable"
+    port_text = listen.rsplit(":", 1)[-1]
+    holder = _listening_pid(int(port_text)) if port_text.isdigit() else None
+    if holder is not None:
+        return (f"could not listen on {listen}: the address is in use by pid {holder}"
+                + (f" ({holder_name})" if (holder_name := _process_name(holder)) else ""))
+    return f"could not listen on {listen}: the address is in use or not available on this machine"
+
+
+def _listening_pid(port: int) -> int | None:
+    import psutil
+
+    try:
+        connections = psutil.net_connections("inet")
+    except (psutil.Error, OSError):
+        return None  # not allowed to look: say less
+    for connection in connections:
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port \
+                and connection.pid:
+            return connection.pid
+    return None
+
+
+def _process_name(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline()[:4])
+    except (psutil.Error, OSError):
+        return ""

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -37,6 +38,7 @@ from supervisor.errors import DiscoveryError, ImportTimeoutError, IntegrityError
 from supervisor.package import ExtractedPackage
 from supervisor.results import CallOutput, CallResult, InvalidContextError, OverloadedError, PackageUnavailableError
 from supervisor.sandboxes.cgroups import SandboxCgroup
+from supervisor.sandboxes.events import Cause, EventKind, SandboxEvent, SandboxObserver, cause_of, emit
 from supervisor.sandboxes.isolation import SandboxPaths, SandboxPlan
 from supervisor.sandboxes.launchers import LaunchError, SandboxProcess
 from supervisor.sandboxes.link import LinkBroken, PeerMismatch, SandboxLink, check_peer
@@ -91,6 +93,8 @@ class Incarnation:
     running: int = 0  # calls holding one of its slots
     retired: bool = False  # takes no new calls; killed once `running` is 0
     kill_reason: TaskError | None = None  # what its waiting calls are told when we kill it
+    end_cause: Cause | None = None  # why it ended, where its kill_reason does not say (retired)
+    replaced_before_exit: bool = False  # its link broke first: its restart's cause is known at its exit
     peak_memory: int = 0
     memory: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -173,8 +177,11 @@ class Sandbox:
     def __init__(self, key: str, package: ExtractedPackage, limits: EffectiveLimits, services: SandboxServices,
                  verify: Callable[[], Awaitable[None]] | None = None,
                  secrets: Callable[[list[str]], dict[str, dict[str, str]]] | None = None,
-                 variables: Callable[[], dict[str, str]] | None = None) -> None:
+                 variables: Callable[[], dict[str, str]] | None = None, tenant: str | None = None,
+                 observer: SandboxObserver | None = None) -> None:
         self.key = key
+        self.tenant = tenant
+        self.observer = observer  # gets every lifecycle event and what the sandbox writes outside calls
         self.variables = variables  # the tenant's CLOACINA_VAR_*, read again at every start
         self.verify = verify  # checks the package's files before every restart; raises IntegrityError
         self.secrets = secrets  # the declared secrets the operator supplied, for this package's tenant
@@ -185,6 +192,8 @@ class Sandbox:
         self.state = State.STARTING
         self.last_error: str | None = None
         self.restarts = 0
+        self.restart_causes: Counter[str] = Counter()
+        self._past_peak_memory = 0  # the highest peak of incarnations already gone
         self.discovery: Discovery | None = None
         self.current: Incarnation | None = None
         self.incarnations: set[Incarnation] = set()  # every live one: current and retired
@@ -221,6 +230,25 @@ class Sandbox:
     def memory_bytes(self) -> int:
         return sum(incarnation.memory for incarnation in self.incarnations)
 
+    @property
+    def memory_peak_bytes(self) -> int:
+        return max([self._past_peak_memory, *(incarnation.peak_memory for incarnation in self.incarnations)])
+
+    @property
+    def calls_admitted(self) -> int:
+        """Calls running or waiting for a slot."""
+        return self._admitted
+
+    @property
+    def calls_running(self) -> int:
+        return sum(incarnation.running for incarnation in self.incarnations)
+
+    def _emit(self, kind: EventKind, incarnation: Incarnation | None = None, **fields: Any) -> None:
+        emit(SandboxEvent(kind, self.key, self.tenant, self.package.version,
+                          incarnation.number if incarnation is not None else self._count,
+                          (incarnation.serving_pid or incarnation.process.pid) if incarnation is not None else 0,
+                          **fields), self.observer)
+
     # --- starting ------------------------------------------------------------------
 
     async def start(self) -> Discovery:
@@ -243,6 +271,7 @@ class Sandbox:
         services = self.services
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.import_timeout
+        began = loop.time()
         self._count += 1
         number = self._count
         host_dir = Path(_mkdtemp(services.run_dir, "s"))
@@ -251,7 +280,9 @@ class Sandbox:
         home, tmp = work / "home", work / "tmp"
         cgroup: SandboxCgroup | None = None
         plan: SandboxPlan | None = None
-        output = OutputPipe(f"{self.key} #{number}")
+        observer = self.observer
+        output = OutputPipe(f"{self.key} #{number}",
+                            sink=(lambda data: observer.output(number, data)) if observer is not None else None)
         process: SandboxProcess | None = None
         link: SandboxLink | None = None
         try:
@@ -329,8 +360,7 @@ class Sandbox:
         link._on_broken = lambda: self._post("broken", incarnation)
         self.incarnations.add(incarnation)
         loop.create_task(self._watch(incarnation))
-        log.info("sandbox for %s %s ready (incarnation %d, pid %d)", self.key, self.package.version, number,
-                 incarnation.serving_pid)
+        self._emit(EventKind.STARTED, incarnation, seconds=loop.time() - began)
         return incarnation, discovery
 
     def package_modules(self) -> list[str]:
@@ -380,14 +410,17 @@ class Sandbox:
         was_current = incarnation is self.current
         if was_current:
             self.current = None
+        cause = incarnation.end_cause or cause_of(error)
+        self._emit(EventKind.EXITED, incarnation, cause=cause.value, detail=describe_exit(returncode),
+                   memory_peak_bytes=incarnation.peak_memory)
         if self.state is not State.STOPPING:
             if not incarnation.retired:
-                log.warning("sandbox for %s (incarnation %d, pid %d) %s: %s", self.key, incarnation.number,
-                            incarnation.process.pid, describe_exit(returncode), error.message)
                 if self.state is not State.FAILED:  # why it failed for good says more than this death
                     self.last_error = error.message
             if was_current:
-                self._replace_after_death(incarnation)  # the replacement starts while the dead one is cleared
+                self._replace_after_death(incarnation, cause)  # it starts while the dead one is cleared
+            elif incarnation.replaced_before_exit:
+                self._note_restart(cause)
         await self._cleanup(incarnation)
         if self.state is State.STOPPING:
             self._maybe_stopped()
@@ -400,34 +433,38 @@ class Sandbox:
             return
         if incarnation is self.current and self.state is not State.STOPPING:
             self.current = None
-            self._replace_after_death(incarnation)
+            incarnation.replaced_before_exit = True  # why it died is known once its exit is seen
+            self._replace_after_death(incarnation, None)
         asyncio.get_running_loop().call_later(LINK_BROKEN_GRACE, self._post, "link_dead", incarnation)
 
-    def _replace_after_death(self, incarnation: Incarnation) -> None:
+    def _replace_after_death(self, incarnation: Incarnation, cause: Cause | None) -> None:
         """Start the next incarnation, after a backoff that grows while incarnations die young."""
         self._quick_deaths = self._quick_deaths + 1 if incarnation.uptime < self.config.stable_after else 0
         delay = 0.0
         if self._quick_deaths > 1:
             delay = min(self.config.restart_backoff_initial * 2 ** (self._quick_deaths - 2),
                         self.config.restart_backoff_max)
+        if cause is not None:
+            self._note_restart(cause, delay)
         self._begin_restart(delay)
 
     async def _on_link_dead(self, incarnation: Incarnation) -> None:
         if incarnation.alive and incarnation.kill_reason is None:
             reason = incarnation.link.broken or "the link broke"
-            log.warning("sandbox for %s (incarnation %d): %s; replacing it", self.key, incarnation.number, reason)
+            self._emit(EventKind.KILLED, incarnation, cause=Cause.LINK_BROKEN.value, detail=reason)
             incarnation.kill(TaskError(CRASHED, "SandboxLinkBroken",
                                        f"the link to the sandbox broke ({reason}); it was replaced"))
 
-    async def _on_retire(self, incarnation: Incarnation, reason: TaskError) -> None:
+    async def _on_retire(self, incarnation: Incarnation, reason: TaskError, cause: Cause) -> None:
         if incarnation.retired or not incarnation.alive:
             return
         incarnation.retired = True
         incarnation.kill_reason = reason
+        incarnation.end_cause = cause
         if incarnation is self.current and self.state is not State.STOPPING:
             self.current = None
-            log.info("sandbox for %s (incarnation %d) retired: %s; a replacement takes over", self.key,
-                     incarnation.number, reason.message)
+            self._emit(EventKind.RETIRED, incarnation, cause=cause.value, detail=reason.message)
+            self._note_restart(cause)
             self._begin_restart(0.0)
         await self._on_idle(incarnation)
 
@@ -437,6 +474,11 @@ class Sandbox:
 
     async def _on_kill(self, incarnation: Incarnation, reason: TaskError) -> None:
         incarnation.kill(reason)
+
+    def _note_restart(self, cause: Cause, delay: float = 0.0) -> None:
+        """A replacement starts (or started) because of `cause`: counted, and an event."""
+        self.restart_causes[cause.value] += 1
+        self._emit(EventKind.RESTARTING, cause=cause.value, seconds=delay)
 
     def _begin_restart(self, delay: float) -> None:
         self.state = State.RESTARTING
@@ -468,7 +510,7 @@ class Sandbox:
             self._maybe_stopped()
             return
         self.state = State.FAILED
-        log.error("sandbox for %s not restarted: %s", self.key, exc)
+        self._emit(EventKind.FAILED, cause=Cause.INTEGRITY_FAILED.value, detail=str(exc))
 
     async def _on_started(self, incarnation: Incarnation) -> None:
         self._start_failures = 0
@@ -485,10 +527,12 @@ class Sandbox:
         if self.state is State.STOPPING:
             self._maybe_stopped()
             return
-        log.warning("restarting the sandbox for %s failed (%d in a row): %s", self.key, self._start_failures, exc)
+        self._emit(EventKind.START_FAILED, cause=Cause.START_FAILED.value,
+                   detail=f"{self._start_failures} in a row: {exc}")
         if self._start_failures >= self.config.max_start_failures:
             self.state = State.FAILED
-            log.error("sandbox for %s marked failed after %d failed starts: %s", self.key, self._start_failures, exc)
+            self._emit(EventKind.FAILED, cause=Cause.START_FAILED.value,
+                       detail=f"{self._start_failures} failed starts in a row; the last: {exc}")
             return
         delay = min(self.config.restart_backoff_initial * 2 ** (self._start_failures - 1),
                     self.config.restart_backoff_max)
@@ -511,6 +555,7 @@ class Sandbox:
         if incarnation.cleaned:
             return
         incarnation.cleaned = True
+        self._past_peak_memory = max(self._past_peak_memory, incarnation.peak_memory)
         self.incarnations.discard(incarnation)
         await incarnation.link.close()
         await incarnation.output.drained(0.2)
@@ -531,8 +576,9 @@ class Sandbox:
                 continue
             used = incarnation.sample_memory()
             if limit is not None and used > limit and (incarnation.cgroup is None or not incarnation.cgroup.has_memory):
-                log.warning("sandbox for %s uses %.1f MiB, over its %d MiB limit: killing it",
-                            self.key, used / MIB, self.limits.memory_limit_mib)
+                self._emit(EventKind.KILLED, incarnation, cause=Cause.MEMORY_LIMIT.value,
+                           detail=f"it used {used / MIB:.1f} MiB, over its {self.limits.memory_limit_mib} MiB limit",
+                           memory_peak_bytes=incarnation.peak_memory)
                 self._post("kill", incarnation, self.memory_error(incarnation.peak_memory,
                                                                   "the supervisor's sampling caught it"))
 
@@ -634,12 +680,14 @@ class Sandbox:
         except asyncio.TimeoutError:
             self._abandon(incarnation, task_id, call_id, future, TaskError(
                 CRASHED, "SandboxRestarted",
-                f"the sandbox was replaced because a call to {what} ran past its {timeout:g}s timeout"))
+                f"the sandbox was replaced because a call to {what} ran past its {timeout:g}s timeout"),
+                Cause.TIMEOUT)
             return self._result(task_id, started, error=TaskError(
                 TIMEOUT, "TimeoutError", f"{what} did not finish within {timeout:g}s; its sandbox was replaced"))
         except asyncio.CancelledError:
             self._abandon(incarnation, task_id, call_id, future, TaskError(
-                CRASHED, "SandboxRestarted", f"the sandbox was replaced because a call to {what} was abandoned"))
+                CRASHED, "SandboxRestarted", f"the sandbox was replaced because a call to {what} was abandoned"),
+                Cause.ABANDONED)
             raise
         output = CallOutput(response.output.stdout, response.output.stderr,
                             response.output.stdout_dropped_bytes, response.output.stderr_dropped_bytes)
@@ -651,21 +699,21 @@ class Sandbox:
         return self._result(task_id, started, context_json=response.context_json, output=output)
 
     def _abandon(self, incarnation: Incarnation, task_id: str, call_id: int,
-                 future: asyncio.Future[pb.CallResponse], reason: TaskError) -> None:
+                 future: asyncio.Future[pb.CallResponse], reason: TaskError, cause: Cause) -> None:
         """The caller stopped waiting. Cancel the call in the sandbox where the task can be cancelled;
         otherwise (or if it does not stop in time) retire the incarnation."""
         incarnation.link.cancel(call_id)
         # Whatever the future ends with now, nobody waits for it: take its outcome so asyncio does not warn.
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
         if not self._tasks_async.get(task_id, False):
-            self._post("retire", incarnation, reason)
+            self._post("retire", incarnation, reason, cause)
             return
 
         async def await_cancel() -> None:
             try:
                 await asyncio.wait_for(asyncio.shield(future), self.config.cancel_grace)
             except asyncio.TimeoutError:
-                self._post("retire", incarnation, reason)
+                self._post("retire", incarnation, reason, cause)
             except Exception:  # noqa: BLE001 - it died or broke: its owner already knows
                 pass
 
@@ -726,6 +774,7 @@ class Sandbox:
             if self._stop_deadline is not None:
                 self._stop_deadline.cancel()
             self.state = State.STOPPED
+            self._emit(EventKind.STOPPED, memory_peak_bytes=self.memory_peak_bytes)
             self._stopped.set()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,10 @@ _READ = 65536
 
 
 class OutputPipe:
-    def __init__(self, label: str, keep_bytes: int = 64 * 1024, level: int = logging.DEBUG) -> None:
+    def __init__(self, label: str, keep_bytes: int = 64 * 1024, level: int = logging.DEBUG,
+                 sink: Callable[[bytes], None] | None = None) -> None:
         self.label = label
+        self.sink = sink  # also gets each piece as read (the package's log ring)
         self.level = level
         self.keep_bytes = keep_bytes
         self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
@@ -58,6 +61,8 @@ class OutputPipe:
                 if not seen.done():
                     seen.set_result(None)
         self._kept += data
+        if self.sink is not None and data:
+            self.sink(data)
         excess = len(self._kept) - self.keep_bytes
         if excess > 0:
             del self._kept[:excess]
