@@ -131,7 +131,7 @@ def describe_exception(exc: BaseException, roots: tuple[str, ...]) -> TaskError:
             name = f"{type(exc).__module__}.{type(exc).__qualname__}"
         except BaseException:  # noqa: BLE001
             name = "Exception"
-        error = TaskError("exception", name, f"<the exception's message could not be read>")
+        error = TaskError("exception", name, "<the exception's message could not be read>")
     return TaskError(error.kind, safe_text(error.type, 1024), safe_text(error.message), safe_text(error.traceback),
                      tuple(error.frames))
 

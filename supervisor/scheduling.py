@@ -14,11 +14,10 @@ history survive a restart, and a fire is claimed at most once across restarts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
 
@@ -34,7 +33,6 @@ from supervisor.results import CallRejected, CallResult
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 STORE_FILE = "schedules.db"
 
 
@@ -69,7 +67,7 @@ class ScheduledWork(Protocol):
     """What the scheduler needs of the service: run a tenant's workflow, poll a tenant's trigger."""
 
     async def run_scheduled(self, tenant: str, package: str, workflow: str, context: dict[str, Any],
-                            origin: str) -> tuple[str, WorkflowRun]: ...
+                            origin: str, started: Callable[[str], Awaitable[None]]) -> tuple[str, WorkflowRun]: ...
 
     async def poll_trigger(self, tenant: str, package: str, trigger: str) -> CallResult: ...
 
@@ -80,10 +78,11 @@ class SandboxRunner:
     def __init__(self, work: ScheduledWork) -> None:
         self._work = work
 
-    async def run(self, schedule: Schedule, context: dict[str, Any]) -> RunOutcome:
+    async def run(self, schedule: Schedule, context: dict[str, Any],
+                  started: Callable[[str], Awaitable[None]]) -> RunOutcome:
         try:
             run_id, run = await self._work.run_scheduled(schedule.owner, schedule.package, schedule.workflow,
-                                                         context, f"schedule:{schedule.id}")
+                                                         context, f"schedule:{schedule.id}", started)
         except (CallRejected, ValueError) as exc:  # unavailable, overloaded, a bad context: it never started
             return RunOutcome("failed", error=f"{type(exc).__name__}: {exc}")
         return RunOutcome(run.status, run_id=run_id, error=run.error_message)

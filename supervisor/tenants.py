@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
 
 from cloaca.engine import WorkflowRun
 from supervisor.archive_store import ArchiveStore, RegistryEntry, file_sha256
@@ -183,7 +183,7 @@ class PackageHost:
     @contextmanager
     def _timed_load(self, tenant: str, source: str) -> Iterator[None]:
         """Count the load and its duration by source and outcome (ok, or the loader's error code)."""
-        started = time.perf_counter()
+        began = time.perf_counter()
         outcome = "ok"
         try:
             yield
@@ -195,7 +195,7 @@ class PackageHost:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.load_finished(tenant, source, outcome, time.perf_counter() - started)
+                self.metrics.load_finished(tenant, source, outcome, time.perf_counter() - began)
 
     def state_counts(self) -> dict[str, int]:
         """How many packages of every tenant are loading, ready and failed."""
@@ -283,14 +283,20 @@ class PackageHost:
             raise self._not_loaded(tenant, name) from None
 
     async def run_workflow(self, tenant: str, name: str, workflow: str | None, context: ContextLike,
-                           origin: str = REQUEST) -> tuple[str, WorkflowRun]:
-        """Run a workflow, recorded in the run history from its start (a refused request records nothing)."""
+                           origin: str = REQUEST,
+                           started: Callable[[str], Awaitable[None]] | None = None) -> tuple[str, WorkflowRun]:
+        """Run a workflow, recorded in the run history from its start (a refused request records nothing).
+
+        `started(run_id)` is awaited once it is recorded, before any task runs.
+        """
         run_id = ""
-        started = time.perf_counter()
+        began = time.perf_counter()
 
         async def starting(workflow_name: str) -> None:
             nonlocal run_id
             run_id = await self._in_thread(self.runs.started, tenant, name, workflow_name, origin)
+            if started is not None:
+                await started(run_id)
 
         try:
             run = await self.supervisor.run_workflow(package_key(name, tenant), workflow, context, starting)
@@ -302,14 +308,14 @@ class PackageHost:
                                   "is stopping") if isinstance(exc, asyncio.CancelledError)
                                  else ("failed", f"{type(exc).__name__}: {exc}"))
                 await asyncio.shield(self._in_thread(self.runs.finished, run_id, status, error,
-                                                     (time.perf_counter() - started) * 1000.0))
+                                                     (time.perf_counter() - began) * 1000.0))
             raise
         await self._in_thread(self.runs.finished, run_id, run.status, run.error_message, run.duration_ms)
         return run_id, run
 
-    async def run_scheduled(self, tenant: str, name: str, workflow: str, context: dict[str, Any],
-                            origin: str) -> tuple[str, WorkflowRun]:
-        return await self.run_workflow(tenant, name, workflow, context, origin)
+    async def run_scheduled(self, tenant: str, name: str, workflow: str, context: dict[str, Any], origin: str,
+                            started: Callable[[str], Awaitable[None]]) -> tuple[str, WorkflowRun]:
+        return await self.run_workflow(tenant, name, workflow, context, origin, started)
 
     async def workflow_runs(self, tenant: str, name: str | None = None, limit: int = 100,
                             offset: int = 0) -> list[RunRecord]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from cloaca.context import Context
 from cloaca.registry import REGISTRY
@@ -52,7 +52,9 @@ class InProcessRunner:
     def __init__(self, runner: "DefaultRunner") -> None:
         self._runner = runner
 
-    async def run(self, schedule: Schedule, context: dict[str, Any]) -> RunOutcome:
+    async def run(self, schedule: Schedule, context: dict[str, Any],
+                  started: Callable[[str], Awaitable[None]]) -> RunOutcome:
+        # DefaultRunner records a run when it ends: its id comes with the outcome.
         try:
             result, run_id = await asyncio.to_thread(self._runner._execute_recorded, schedule.workflow,
                                                      Context(context))

@@ -18,6 +18,7 @@ down) are skipped, as the engine's default catch-up policy does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -36,8 +37,12 @@ IDLE_WAKE = 30.0  # seconds between looks at the store when nothing is due soone
 
 
 class ScheduleRunner(Protocol):
-    async def run(self, schedule: Schedule, context: dict[str, Any]) -> RunOutcome:
-        """Run the schedule's workflow with `context` as its input; never raises for a failed run."""
+    async def run(self, schedule: Schedule, context: dict[str, Any],
+                  started: Callable[[str], Awaitable[None]]) -> RunOutcome:
+        """Run the schedule's workflow with `context` as its input; never raises for a failed run.
+
+        `started(run_id)` is awaited when the run has an id, if that is known before it ends.
+        """
 
     async def poll(self, schedule: Schedule) -> PollOutcome:
         """Call the trigger's function once; never raises (an error is a PollOutcome with `error`)."""
@@ -57,7 +62,7 @@ class Scheduler:
         self._stopping = False
 
     async def start(self) -> None:
-        lost = await self._in_thread(self.store.recover)
+        lost = await self._store(self.store.recover)
         if lost:
             log.warning("%d scheduled run(s) were under way when the service last stopped: recorded as lost", lost)
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="scheduler")
@@ -75,6 +80,10 @@ class Scheduler:
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
+
+    async def _store(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store call, off the event loop."""
+        return await self._in_thread(functools.partial(function, *args, **kwargs))
 
     def running(self, schedule_id: str) -> int:
         return len(self._running.get(schedule_id, ()))
@@ -98,7 +107,7 @@ class Scheduler:
         """Start whatever is due; return how long until something may be due next."""
         now = self._clock()
         soonest = now + IDLE_WAKE
-        for schedule in await self._in_thread(self.store.due_candidates):
+        for schedule in await self._store(self.store.due_candidates):
             if schedule.kind is ScheduleKind.CRON:
                 if schedule.next_run_at is None:
                     continue
@@ -127,6 +136,9 @@ class Scheduler:
         self._running.setdefault(schedule_id, set()).add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("schedule %s: its run or poll failed in the scheduler", schedule_id,
+                          exc_info=finished.exception())
             tasks = self._running.get(schedule_id)
             if tasks is not None:
                 tasks.discard(finished)
@@ -148,11 +160,11 @@ class Scheduler:
             return None
         following = cron.next_after(datetime.fromtimestamp(max(now, schedule.next_run_at or now),
                                                            timezone.utc)).timestamp()
-        execution = await self._in_thread(self.store.claim_cron_fire, schedule, following)
+        execution = await self._store(self.store.claim_cron_fire, schedule, following)
         if execution is None:
             return None  # fired already (by a previous life of this process, or another scheduler)
         if not schedule.allow_concurrent and self._running.get(schedule.id):
-            await self._in_thread(self.store.update_execution, execution.id, Outcome.SKIPPED, error=
+            await self._store(self.store.update_execution, execution.id, Outcome.SKIPPED, error=
                                   "the previous run had not finished (no overlapping runs without allow_concurrent)")
             log.info("schedule %s skipped a fire: its previous run is still going", schedule.id)
             return following
@@ -169,30 +181,33 @@ class Scheduler:
         finally:
             self._polling.discard(schedule.id)
         if outcome.error is not None:
-            await self._in_thread(self.store.record_poll, schedule, Outcome.POLL_ERROR, outcome.error)
+            await self._store(self.store.record_poll, schedule, Outcome.POLL_ERROR, outcome.error)
             log.warning("trigger %s of %s: poll error: %s", schedule.name, schedule.package or "this process",
                         outcome.error)
             return
         if not outcome.fire:
-            await self._in_thread(self.store.record_poll, schedule, None)
+            await self._store(self.store.record_poll, schedule, None)
             return
         digest = hashlib.sha256(json.dumps(outcome.context, sort_keys=True).encode()).hexdigest()
-        execution = await self._in_thread(self.store.record_poll, schedule, Outcome.CLAIMED, None, digest)
+        execution = await self._store(self.store.record_poll, schedule, Outcome.CLAIMED, None, digest)
         assert execution is not None
         await self._run(schedule, execution.id, outcome.context)
 
     # --- running ---------------------------------------------------------------------------
 
+    async def _started(self, execution_id: str, run_id: str) -> None:
+        await self._store(self.store.update_execution, execution_id, Outcome.RUNNING, run_id=run_id)
+
     async def _run(self, schedule: Schedule, execution_id: str, context: dict[str, Any]) -> None:
-        await self._in_thread(self.store.update_execution, execution_id, Outcome.RUNNING)
+        await self._store(self.store.update_execution, execution_id, Outcome.RUNNING)
         try:
-            result = await self.runner.run(schedule, context)
+            result = await self.runner.run(schedule, context, functools.partial(self._started, execution_id))
         except asyncio.CancelledError:
             raise  # stopping: the next start records it lost
         except Exception as exc:  # noqa: BLE001 - recorded, and the schedule goes on
             result = RunOutcome("failed", error=f"{type(exc).__name__}: {exc}")
         outcome = Outcome.COMPLETED if result.status.lower() == "completed" else Outcome.FAILED
-        await self._in_thread(self.store.update_execution, execution_id, outcome, run_id=result.run_id,
+        await self._store(self.store.update_execution, execution_id, outcome, run_id=result.run_id,
                               error=result.error)
         log.info("schedule %s (%s) ran %s: %s", schedule.id, schedule.name or schedule.workflow, schedule.workflow,
                  outcome.value)

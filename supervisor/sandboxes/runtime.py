@@ -16,7 +16,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 # What the runtime imports; nothing else installed on the host is visible to a sandbox.
 RUNTIME_MODULES = ("cloaca", "sandbox_runtime", "grpc", "google.protobuf", "google._upb", "typing_extensions",
