@@ -9,6 +9,9 @@ The call path, read top to bottom:
     sandboxes/lifecycle.py one package's sandbox: the owner of its incarnations, admission of calls
     sandboxes/link.py      the supervisor's end of the gRPC link to one sandbox
       ⇅ sandbox_runtime/link.py  and  sandbox_runtime/tasks.py inside the sandbox
+
+Beside it: scheduling.py (packages' triggers as their tenant's schedules, fired through
+tenants.py like any run) and run_history.py (every workflow run, requested or scheduled).
 """
 
 from __future__ import annotations
