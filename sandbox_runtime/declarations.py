@@ -1,11 +1,10 @@
 """Import a package's entry module in the sandbox, and describe what it declared.
 
 Runs inside the sandbox interpreter, whose registry holds only this package.
-The supervisor tells the sandbox which package it is through the environment
-(`CLOACA_PACKAGE_NAME`, `CLOACA_WORKFLOW_NAME`, set from the package's
-manifest, removed again before package code runs); bare module-level
-`@cloaca.task` functions register under that workflow name, as in the
-engine's loader.
+The supervisor tells the sandbox which package it is in the start request
+(`PackageIdentity`: its name and workflow name, from its manifest; see
+start.py); bare module-level `@cloaca.task` functions register under that
+workflow name, as in the engine's loader.
 
 The discovery document (`describe`) carries everything the supervisor's
 engine needs per task (full retry policy, trigger rule) and everything the
@@ -15,7 +14,6 @@ loader judges (problems, each with its error code); callbacks stay here.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +22,6 @@ from cloaca.loading import ImportedPackage, import_package, package_problems, pa
 from cloaca.registry import REGISTRY, TaskSpec
 from sandbox_runtime.protocol import sandbox_pb2 as pb
 
-PACKAGE_NAME_ENV = "CLOACA_PACKAGE_NAME"
-WORKFLOW_NAME_ENV = "CLOACA_WORKFLOW_NAME"
-
 
 @dataclass(frozen=True)
 class PackageIdentity:
@@ -34,18 +29,6 @@ class PackageIdentity:
 
     name: str
     workflow_name: str
-
-    def environment(self) -> dict[str, str]:
-        return {PACKAGE_NAME_ENV: self.name, WORKFLOW_NAME_ENV: self.workflow_name}
-
-    @classmethod
-    def from_environ(cls, entry_module: str) -> "PackageIdentity":
-        """From the environment the supervisor set (the entry module's name where it set none).
-
-        The variables are removed once read: package code sees the environment it always saw.
-        """
-        return cls(os.environ.pop(PACKAGE_NAME_ENV, "") or entry_module,
-                   os.environ.pop(WORKFLOW_NAME_ENV, "") or entry_module)
 
 
 _loaded: ImportedPackage | None = None
@@ -57,11 +40,6 @@ def load_package(entry_module: str, identity: PackageIdentity) -> ImportedPackag
     hosting.enter_sandbox()
     _loaded = import_package(entry_module, identity.workflow_name, identity.name)
     return _loaded
-
-
-def import_entry_module(entry_module: str) -> None:
-    """`load_package` with the identity the supervisor put in the environment."""
-    load_package(entry_module, PackageIdentity.from_environ(entry_module))
 
 
 def describe(entry_module: str) -> dict[str, Any]:

@@ -65,8 +65,6 @@ RESERVED_MODULES = frozenset({"cloaca", "sandbox_runtime"})
 _MODULE_SUFFIXES = sorted(importlib.machinery.all_suffixes(), key=len, reverse=True)
 
 # How the sandbox learns which package it holds (sandbox_runtime.declarations.PackageIdentity).
-PACKAGE_NAME_ENV = "CLOACA_PACKAGE_NAME"
-WORKFLOW_NAME_ENV = "CLOACA_WORKFLOW_NAME"
 
 
 @dataclass
@@ -112,10 +110,6 @@ class ExtractedPackage:
         if self.vendor_dir is not None:
             paths.append(str(self.vendor_dir))
         return paths
-
-    def sandbox_environment(self) -> dict[str, str]:
-        """Variables the sandbox runtime reads to import the package under its workflow name."""
-        return {PACKAGE_NAME_ENV: self.name, WORKFLOW_NAME_ENV: self.workflow_name}
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

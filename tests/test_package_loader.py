@@ -246,8 +246,6 @@ def test_package_toml_archive_loads_whatever_the_file_is_called(staging, tmp_pat
     assert (resolved.metadata.language, resolved.package.interface, resolved.package.interface_version,
             resolved.package.extension) == ("python", "cloacina-workflow-plugin", 1, "cloacina")
     assert package.fingerprint.startswith("sha256:") and package.warnings == []
-    assert package.sandbox_environment() == {"CLOACA_PACKAGE_NAME": "test-fixture-python",
-                                             "CLOACA_WORKFLOW_NAME": "fixture_workflow"}
 
 
 def test_package_toml_explicit_values_win_and_vendor_goes_on_the_path(staging):
