@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -17,3 +17,25 @@ def clean_registry() -> Iterator[None]:
     REGISTRY.clear()
     yield
     REGISTRY.clear()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, str]]]:
+    """Start real services (ServerThread) on 127.0.0.1:0 over `tmp_path/data`; every one is stopped at the end.
+
+    `start(**overrides)` takes ServiceConfig fields and returns (the ServerThread, its address).
+    """
+    from supervisor.edge.server import ServiceConfig
+    from tests.servers import ServerThread
+
+    servers: list[ServerThread] = []
+
+    def start(**overrides: Any) -> tuple[ServerThread, str]:
+        settings = {"listen": "127.0.0.1:0", "data_dir": tmp_path / "data", "memory_limit_mib": 512, **overrides}
+        server = ServerThread(ServiceConfig(**settings))
+        servers.append(server)
+        return server, server.start()
+
+    yield start
+    for server in servers:
+        server.stop(grace=1)

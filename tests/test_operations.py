@@ -23,7 +23,6 @@ from supervisor.instance_lock import DataDirInUse, DataDirLock
 from supervisor.service_config import ServiceConfig
 from tests.conftest import ROOT
 from tests.projects import build
-from tests.servers import ServerThread
 from tests.test_cli_service import Daemon, free_port
 from tests.waiting import wait_until
 
@@ -108,7 +107,6 @@ def test_a_bad_flag_value_is_one_line_saying_what_it_accepts(tmp_path):
 
 def test_flags_beat_the_environment_which_beats_the_config_file(tmp_path, monkeypatch):
     from supervisor.options import load_options
-    from supervisor.service_config import ServiceConfig
 
     config = tmp_path / "cloaca-sandbox.toml"
     config.write_text('[serve]\ncall_timeout = 5\nmax_queue = 7\nmax_concurrency = 3\npackages = ["a", "b"]\n'
@@ -184,28 +182,13 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture
-def service(tmp_path: Path):
-    servers: list[ServerThread] = []
-
-    def start(**overrides) -> tuple[ServerThread, str]:
-        settings = {"listen": "127.0.0.1:0", "data_dir": tmp_path / "data", "memory_limit_mib": 512, **overrides}
-        server = ServerThread(ServiceConfig(**settings))
-        servers.append(server)
-        return server, server.start()
-
-    yield start
-    for server in servers:
-        server.stop(grace=1)
-
-
 def stored_files(data_dir: Path) -> list[str]:
     return sorted(str(path.relative_to(data_dir)) for path in (data_dir / "archives").rglob("*") if path.is_file())
 
 
-def test_a_refused_upload_leaves_nothing(service, archives, tmp_path, monkeypatch):
+def test_a_refused_upload_leaves_nothing(start_server, archives, tmp_path, monkeypatch):
     monkeypatch.setenv("CLOACINA_VAR_BREAK_IMPORT", "1")
-    _, address = service()
+    _, address = start_server()
     data = tmp_path / "data"
     bogus = tmp_path / "bogus.cloacina"
     bogus.write_bytes(b"not an archive" * 100)
@@ -226,14 +209,14 @@ def test_a_refused_upload_leaves_nothing(service, archives, tmp_path, monkeypatc
         assert stored_files(data) == []  # nothing refers to it now
 
 
-def test_what_a_killed_service_left_is_removed_at_start(service, archives, tmp_path):
+def test_what_a_killed_service_left_is_removed_at_start(start_server, archives, tmp_path):
     data = tmp_path / "data"
     (data / "archives" / "default").mkdir(parents=True)
     (data / ".upload-x1y2z3").write_bytes(b"half an upload")
     (data / "archives" / "default" / ("0" * 64 + ".cloacina")).write_bytes(b"stored, never recorded")
     (data / ".watched-abc").mkdir()
     (data / "work" / "packages" / "0123abcd" / "workflow").mkdir(parents=True)
-    _, address = service()
+    _, address = start_server()
     assert not (data / ".upload-x1y2z3").exists() and not (data / ".watched-abc").exists()
     assert stored_files(data) == []
     assert not (data / "work" / "packages" / "0123abcd").exists()
@@ -259,10 +242,10 @@ def test_renames_into_the_store_are_durable(tmp_path, archives, monkeypatch):
     assert stored.parent.stat().st_ino in synced_dirs
 
 
-def test_two_uploads_of_one_version_with_different_content_exactly_one_wins(service, archives, tmp_path):
+def test_two_uploads_of_one_version_with_different_content_exactly_one_wins(start_server, archives, tmp_path):
     from supervisor.archive_store import VersionConflictError
 
-    server, _ = service()
+    server, _ = start_server()
     data = tmp_path / "data"
     for attempt in range(3):
         copies = []
@@ -435,9 +418,9 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-def test_metrics_of_calls_sandboxes_loads_and_the_service(service, noisy_archive):
+def test_metrics_of_calls_sandboxes_loads_and_the_service(start_server, noisy_archive):
     port = free_port()
-    server, address = service(metrics_listen=f"127.0.0.1:{port}", max_concurrency=1, max_queue=0)
+    server, address = start_server(metrics_listen=f"127.0.0.1:{port}", max_concurrency=1, max_queue=0)
     package = {"tenant": "default", "package": "noisy"}
     with SupervisorClient(address) as client:
         client.upload(noisy_archive)
@@ -506,10 +489,10 @@ def inotify_watched_inodes() -> set[int]:
     return inodes
 
 
-def test_watched_directories_are_watched_through_inotify_and_load_files_once_settled(service, archives, tmp_path):
+def test_watched_directories_are_watched_through_inotify_and_load_files_once_settled(start_server, archives, tmp_path):
     watched = tmp_path / "watched"
     watched.mkdir()
-    server, address = service(packages=[watched], watch_settle=1.5)
+    server, address = start_server(packages=[watched], watch_settle=1.5)
     wait_until(lambda: watched.stat().st_ino in inotify_watched_inodes(), what="an inotify watch on the directory")
     data = archives["v1"].read_bytes()
     attempts: list[str] = []
@@ -562,12 +545,12 @@ def server_paths(data_dir: Path, *more: Path) -> list[str]:
     return [path for path in paths if path not in ("/", "/usr", "/usr/local")] + ["/usr/local/lib", "/usr/lib"]
 
 
-def test_what_a_tenant_sees_names_no_server_path(service, tmp_path):
+def test_what_a_tenant_sees_names_no_server_path(start_server, tmp_path):
     leaky = build(tmp_path / "leaky-project", "leaky", LEAKY)
     watched = tmp_path / "watched"
     watched.mkdir()
     (watched / "broken.cloacina").write_bytes(b"garbage" * 100)
-    server, address = service(packages=[watched])
+    server, address = start_server(packages=[watched])
     forbidden = server_paths(tmp_path / "data", watched)
     with SupervisorClient(address) as client:
         client.upload(leaky)

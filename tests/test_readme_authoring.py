@@ -12,22 +12,22 @@ from tests.test_readme import README, code_blocks
 OURS = README[README.index("\n## Writing a workflow\n"):README.index("\n## Sandboxes\n")]
 
 
-def test_running_a_package_toml_package_locally_as_written():
+def run_local_example(index: int) -> str:
+    """The `index`th Python block of "Running locally", run as written from the repository; its output."""
     section = OURS[OURS.index("### Running locally"):OURS.index("## Packaging")]
-    example = code_blocks(section, "python")[1]
+    example = code_blocks(section, "python")[index]
     ran = subprocess.run([sys.executable, "-c", example], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.strip() == "255 visits on 3 pages"
+    return ran.stdout
+
+
+def test_running_a_package_toml_package_locally_as_written():
+    assert run_local_example(1).strip() == "255 visits on 3 pages"
 
 
 def test_the_runners_schedule_api_as_written():
-    section = OURS[OURS.index("### Running locally"):OURS.index("## Packaging")]
-    example = code_blocks(section, "python")[2]
-    ran = subprocess.run([sys.executable, "-c", example], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.split() == ["0", "0", "2", "*", "*", "*", "True"]
+    assert run_local_example(2).split() == ["0", "0", "2", "*", "*", "*", "True"]
 
 
 def test_every_loader_code_is_documented():

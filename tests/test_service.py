@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import grpc
 import pytest
@@ -19,7 +19,6 @@ from supervisor.client import SupervisorClient
 from supervisor.edge.auth import KeyFileError, load_api_keys
 from supervisor.edge.server import ConfigError, ServiceConfig, SupervisorServer
 from tests.projects import build
-from tests.servers import ServerThread
 from tests.waiting import wait_until
 
 DEMO = '''
@@ -79,21 +78,6 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def served_by(context_json: bytes) -> str:
     return json.loads(context_json)["served_by"]
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., tuple[ServerThread, str]]]:
-    servers: list[ServerThread] = []
-
-    def start(**overrides) -> tuple[ServerThread, str]:
-        settings = {"listen": "127.0.0.1:0", "data_dir": tmp_path / "data", "memory_limit_mib": 512, **overrides}
-        server = ServerThread(ServiceConfig(**settings))
-        servers.append(server)
-        return server, server.start()
-
-    yield start
-    for server in servers:
-        server.stop(grace=1)
 
 
 @pytest.fixture

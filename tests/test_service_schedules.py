@@ -12,16 +12,13 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
 
 from supervisor.api import supervisor_pb2 as pb
 from supervisor.client import SupervisorClient
-from supervisor.edge.server import ServiceConfig
 from tests.projects import build
-from tests.servers import ServerThread
 from tests.test_cli_service import Daemon
 from tests.waiting import gone, wait_for, wait_until
 
@@ -102,21 +99,6 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                             "@cloaca.trigger(on='nowhere', poll_interval='1s')\ndef watch():\n    return False\n"),
         "slow": build(root, "slow", SLOW),
     }
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., tuple[ServerThread, str]]]:
-    servers: list[ServerThread] = []
-
-    def start(**overrides: Any) -> tuple[ServerThread, str]:
-        settings = {"listen": "127.0.0.1:0", "data_dir": tmp_path / "data", "memory_limit_mib": 512, **overrides}
-        server = ServerThread(ServiceConfig(**settings))
-        servers.append(server)
-        return server, server.start()
-
-    yield start
-    for server in servers:
-        server.stop(grace=1)
 
 
 def by_trigger(client: SupervisorClient, package: str | None = None) -> dict[str, pb.Schedule]:
