@@ -1,7 +1,8 @@
 """Workflow runs the service started, by a RunWorkflow request or by a schedule: kept in SQLite.
 
 Each run is written when it starts (`running`) and again when it ends (its status,
-the engine's error message, how long it took). A run under way when the service
+the engine's error message, how long it took); each package keeps its newest
+RUNS_KEPT finished runs. A run under way when the service
 stopped is marked `lost` at the next start: nobody will finish it, and a schedule
 never runs it again (the scheduler's store records the fire as lost too).
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 RUNNING, LOST = "running", "lost"
+RUNS_KEPT = 10_000  # finished runs kept per package, the newest
 REQUEST = "request"  # a run's origin when a client asked for it; "schedule:<id>" when a schedule fired it
 
 _SCHEMA = """
@@ -55,7 +57,8 @@ class RunRecord:
 
 
 class RunHistory:
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", runs_kept: int = RUNS_KEPT) -> None:
+        self.runs_kept = max(1, runs_kept)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -69,9 +72,15 @@ class RunHistory:
     def started(self, tenant: str, package: str, workflow: str, origin: str = REQUEST) -> str:
         run_id = str(uuid.uuid4())
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT INTO workflow_runs (id, tenant, package, workflow, origin, status, started_at) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, tenant, package, workflow, origin, RUNNING,
                                                               time.time()))
+            self._db.execute(
+                "DELETE FROM workflow_runs WHERE tenant = ? AND package = ? AND status != ? AND started_at < "
+                "(SELECT started_at FROM workflow_runs WHERE tenant = ? AND package = ? ORDER BY started_at DESC "
+                "LIMIT 1 OFFSET ?)", (tenant, package, RUNNING, tenant, package, self.runs_kept - 1))
+            self._db.execute("COMMIT")
         return run_id
 
     def finished(self, run_id: str, status: str, error: str | None, duration_ms: float) -> None:

@@ -105,6 +105,7 @@ class ScheduleView:
     schedule: Schedule
     next_fire_at: float | None
     running: int
+    last_poll_at: float | None  # the scheduler's own (a skip is not written to the store at every poll)
 
 
 class ServiceSchedules:
@@ -164,8 +165,10 @@ class ServiceSchedules:
         elif schedule.kind is ScheduleKind.CRON:
             next_fire = schedule.next_run_at
         else:
-            next_fire = (schedule.last_poll_at or schedule.created_at) + (schedule.poll_interval_ms or 0) / 1000.0
-        return ScheduleView(schedule, next_fire, self.scheduler.running(schedule.id))
+            last_poll = self.scheduler.last_poll(schedule)
+            next_fire = (last_poll or schedule.created_at) + (schedule.poll_interval_ms or 0) / 1000.0
+        return ScheduleView(schedule, next_fire, self.scheduler.running(schedule.id),
+                            self.scheduler.last_poll(schedule))
 
     async def close(self) -> None:
         await self.scheduler.stop()

@@ -136,6 +136,35 @@ def test_a_package_reload_keeps_its_triggers_history_and_pause(tmp_path: Path):
         store.close()
 
 
+def test_history_is_bounded_per_schedule_and_per_package(tmp_path: Path):
+    """A trigger that fails at every 100 ms poll, or a package run every second, cannot fill the disk."""
+    from supervisor.run_history import RunHistory
+
+    store = ScheduleStore(tmp_path / "s.db", history_kept=5)
+    try:
+        noisy, quiet = store.register_cron("wf", "* * * * *"), store.register_cron("wf", "* * * * *")
+        store.record_poll(quiet, Outcome.POLL_ERROR, "once")
+        for attempt in range(12):
+            store.record_poll(noisy, Outcome.POLL_ERROR, f"attempt {attempt}")
+        kept = store.executions(noisy.id)
+        assert [e.error for e in kept] == [f"attempt {n}" for n in range(11, 6, -1)]  # the newest five
+        assert len(store.executions(quiet.id)) == 1  # another schedule's history is its own
+    finally:
+        store.close()
+
+    runs = RunHistory(tmp_path / "runs.db", runs_kept=3)
+    try:
+        under_way = runs.started("acme", "etl", "wf")
+        for _ in range(6):
+            runs.finished(runs.started("acme", "etl", "wf"), "completed", None, 1.0)
+        other = runs.started("acme", "other", "wf")
+        listed = runs.runs("acme", "etl")
+        assert len(listed) == 3 + 1 and under_way in {r.id for r in listed}  # a running one is never dropped
+        assert [r.id for r in runs.runs("acme", "other")] == [other]
+    finally:
+        runs.close()
+
+
 # --- DefaultRunner's schedule API --------------------------------------------------------------------
 
 @pytest.fixture

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 IDLE_WAKE = 30.0  # seconds between looks at the store when nothing is due sooner
+SKIP_PERSIST_EVERY = 10.0  # a poll that skips writes its time to the store at most this often (fires always do)
 
 
 class ScheduleRunner(Protocol):
@@ -57,6 +58,8 @@ class Scheduler:
         self._clock = clock
         self._running: dict[str, set[asyncio.Task[None]]] = {}  # schedule id -> its runs under way
         self._polling: set[str] = set()
+        self._poll_errors: dict[str, str] = {}  # schedule id -> its last poll error, logged once until it changes
+        self._last_poll: dict[str, float] = {}  # schedule id -> when it last answered (the store lags for skips)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -84,6 +87,10 @@ class Scheduler:
     async def _store(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A store call, off the event loop."""
         return await self._in_thread(functools.partial(function, *args, **kwargs))
+
+    def last_poll(self, schedule: Schedule) -> float | None:
+        """When the trigger last answered a poll: this scheduler's own knowledge, else the store's."""
+        return self._last_poll.get(schedule.id, schedule.last_poll_at)
 
     def running(self, schedule_id: str) -> int:
         return len(self._running.get(schedule_id, ()))
@@ -118,7 +125,7 @@ class Scheduler:
                     soonest = min(soonest, following)
             else:
                 interval = (schedule.poll_interval_ms or 30_000) / 1000.0
-                due = (schedule.last_poll_at or 0.0) + interval
+                due = (self.last_poll(schedule) or 0.0) + interval
                 if due <= now and self._may_poll(schedule):
                     self._polling.add(schedule.id)
                     self._spawn(schedule.id, self._poll(schedule))
@@ -180,13 +187,19 @@ class Scheduler:
             outcome = PollOutcome(False, error=f"{type(exc).__name__}: {exc}")
         finally:
             self._polling.discard(schedule.id)
+            self._last_poll[schedule.id] = self._clock()
         if outcome.error is not None:
             await self._store(self.store.record_poll, schedule, Outcome.POLL_ERROR, outcome.error)
-            log.warning("trigger %s of %s: poll error: %s", schedule.name, schedule.package or "this process",
-                        outcome.error)
+            if self._poll_errors.get(schedule.id) != outcome.error:  # every poll is recorded; a repeat is not logged
+                self._poll_errors[schedule.id] = outcome.error
+                log.warning("trigger %s of %s: poll error: %s", schedule.name, schedule.package or "this process",
+                            outcome.error)
             return
+        if self._poll_errors.pop(schedule.id, None) is not None:
+            log.info("trigger %s of %s polls without error again", schedule.name, schedule.package or "this process")
         if not outcome.fire:
-            await self._store(self.store.record_poll, schedule, None)
+            if self._clock() - (schedule.last_poll_at or 0.0) >= SKIP_PERSIST_EVERY:
+                await self._store(self.store.record_poll, schedule, None)  # a skip costs no write most of the time
             return
         digest = hashlib.sha256(json.dumps(outcome.context, sort_keys=True).encode()).hexdigest()
         execution = await self._store(self.store.record_poll, schedule, Outcome.CLAIMED, None, digest)

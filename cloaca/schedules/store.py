@@ -94,8 +94,12 @@ def _utc(moment: float) -> datetime:
     return datetime.fromtimestamp(moment, timezone.utc)
 
 
+HISTORY_KEPT = 1000  # executions kept per schedule: a poll that fails every 100 ms must not fill the disk
+
+
 class ScheduleStore:
-    def __init__(self, path: str | Path = ":memory:", clock: Any = time.time) -> None:
+    def __init__(self, path: str | Path = ":memory:", clock: Any = time.time, history_kept: int = HISTORY_KEPT) -> None:
+        self.history_kept = max(1, history_kept)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -302,10 +306,16 @@ class ScheduleStore:
         return execution
 
     def _insert_execution(self, execution: Execution) -> None:
+        """Record an execution (inside the caller's transaction); a schedule keeps its last HISTORY_KEPT."""
         values = [getattr(execution, column) for column in _EXECUTION_COLUMNS]
         values[2] = execution.outcome.value
         self._db.execute(f"INSERT INTO schedule_executions ({', '.join(_EXECUTION_COLUMNS)}) "
                          f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))})", values)
+        self._db.execute(
+            "DELETE FROM schedule_executions WHERE schedule_id = ? AND outcome NOT IN (?, ?) AND claimed_at < "
+            "(SELECT claimed_at FROM schedule_executions WHERE schedule_id = ? ORDER BY claimed_at DESC "
+            "LIMIT 1 OFFSET ?)", (execution.schedule_id, Outcome.CLAIMED.value, Outcome.RUNNING.value,
+                                  execution.schedule_id, self.history_kept - 1))
 
     def update_execution(self, execution_id: str, outcome: Outcome, *, run_id: str | None = None,
                          error: str | None = None) -> None:
@@ -315,7 +325,7 @@ class ScheduleStore:
         with self._lock:
             self._db.execute(
                 "UPDATE schedule_executions SET outcome = ?, run_id = coalesce(?, run_id), error = coalesce(?, error), "
-                "started_at = coalesce(?, started_at), completed_at = coalesce(?, completed_at) WHERE id = ?",
+                "started_at = coalesce(started_at, ?), completed_at = coalesce(completed_at, ?) WHERE id = ?",
                 (outcome.value, run_id, error, started, completed, execution_id))
 
     # --- after a restart ---------------------------------------------------------------

@@ -151,7 +151,7 @@ def schedule_message(view: ScheduleView) -> pb.Schedule:
         cron=schedule.cron_expression or "", timezone=schedule.timezone if schedule.cron_expression else "",
         poll_interval_ms=schedule.poll_interval_ms or 0, allow_concurrent=schedule.allow_concurrent,
         enabled=schedule.enabled, next_fire_at=view.next_fire_at or 0.0, last_fire_at=schedule.last_run_at or 0.0,
-        last_poll_at=schedule.last_poll_at or 0.0, running=view.running, catchup_policy=schedule.catchup_policy)
+        last_poll_at=view.last_poll_at or 0.0, running=view.running, catchup_policy=schedule.catchup_policy)
 
 
 def schedule_run_message(execution: Execution, redact: Redact = no_redaction) -> pb.ScheduleRun:
