@@ -46,6 +46,8 @@ OTHER = "other"
 OUTCOMES = (COMPLETED, EXCEPTION, TIMEOUT, MEMORY_LIMIT, CRASHED, UNAVAILABLE, OTHER)
 REFUSALS = ("resource_exhausted", "unavailable", "invalid_argument", "not_found", OTHER)
 CAUSES = tuple(cause.value for cause in Cause) + (OTHER,)
+SCHEDULE_KINDS = ("cron", "trigger")
+SCHEDULE_OUTCOMES = ("completed", "failed", "skipped", "poll_error")
 MAX_TASK_SERIES = 100
 OTHER_TASK = "_other"
 CALL_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -135,6 +137,9 @@ class ServiceMetrics:
                                       ["tenant", "kind"], registry=r)
         self.unauthenticated = Counter(f"{p}_unauthenticated_requests", "Requests without a valid API key",
                                        registry=r)
+        self.schedule_fires = Counter(f"{p}_schedule_fires", "Schedule fires and polls that did something, by "
+                                      "tenant, kind (cron, trigger) and outcome (completed, failed, skipped, "
+                                      "poll_error)", ["tenant", "kind", "outcome"], registry=r)
         self.loop_lag = Histogram(f"{p}_event_loop_lag_seconds", "How late the service's event loop runs a "
                                   "timer: a busy or blocked loop delays every call", buckets=LAG_BUCKETS, registry=r)
         info = Gauge(f"{p}_build_info", "The service's version", ["version"], registry=r)
@@ -206,6 +211,10 @@ class ServiceMetrics:
         if child is None:
             child = by_code[code] = self.requests.labels(tenant, method, code)
         child.inc()
+
+    def schedule_fired(self, tenant: str, kind: str, outcome: str) -> None:
+        self.schedule_fires.labels(tenant, kind if kind in SCHEDULE_KINDS else OTHER,
+                                   outcome if outcome in SCHEDULE_OUTCOMES else OTHER).inc()
 
     def quota_refused(self, tenant: str, kind: str) -> None:
         self.quota_refusals.labels(tenant, kind).inc()

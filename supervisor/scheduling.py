@@ -23,7 +23,7 @@ import orjson
 
 from cloaca.engine import WorkflowRun
 from cloaca.schedules.cron import CronError, CronExpression
-from cloaca.schedules.model import Execution, PollOutcome, RunOutcome, Schedule, ScheduleKind, TriggerDefinition
+from cloaca.schedules.model import Execution, Outcome, PollOutcome, RunOutcome, Schedule, ScheduleKind, TriggerDefinition
 from cloaca.schedules.scheduler import Scheduler
 from cloaca.schedules.store import ScheduleStore, UnknownScheduleError
 from cloaca.triggers import parse_duration_ms
@@ -109,11 +109,11 @@ class ScheduleView:
 
 
 class ServiceSchedules:
-    def __init__(self, data_dir: Path, work: ScheduledWork,
-                 in_thread: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, data_dir: Path, work: ScheduledWork, in_thread: Callable[..., Awaitable[Any]],
+                 on_outcome: Callable[[Schedule, Outcome], None] | None = None) -> None:
         self.store = ScheduleStore(data_dir / STORE_FILE)
         self._in_thread = in_thread
-        self.scheduler = Scheduler(self.store, SandboxRunner(work), in_thread)
+        self.scheduler = Scheduler(self.store, SandboxRunner(work), in_thread, on_outcome=on_outcome)
 
     async def start(self) -> None:
         await self.scheduler.start()

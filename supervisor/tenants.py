@@ -75,7 +75,10 @@ class PackageHost:
         self._sources: dict[tuple[str, str], str] = {}  # where each loaded package came from
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archive-store")
         self.runs = RunHistory(data_dir / "runs.db")
-        self.schedules = ServiceSchedules(data_dir, self, self._in_thread)
+        self.schedules = ServiceSchedules(
+            data_dir, self, self._in_thread,
+            None if metrics is None else lambda schedule, outcome: metrics.schedule_fired(
+                schedule.owner, schedule.kind.value, outcome.value))
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import signal
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from supervisor.api import supervisor_pb2 as pb
 from supervisor.client import SupervisorClient
 from tests.projects import build
-from tests.test_cli_service import Daemon
+from tests.test_cli_service import Daemon, free_port
 from tests.waiting import gone, wait_for, wait_until
 
 DEADLINE = 60.0
@@ -110,7 +111,8 @@ def outcomes(client: SupervisorClient, schedule_id: str) -> Counter[str]:
 
 
 def test_cron_and_poll_triggers_fire_in_the_sandbox_and_their_runs_are_recorded(start_server, archives):
-    _, address = start_server()
+    metrics_port = free_port()
+    _, address = start_server(metrics_listen=f"127.0.0.1:{metrics_port}")
     with SupervisorClient(address) as client:
         package = client.upload(archives["v1"])
         schedules = by_trigger(client)
@@ -143,6 +145,16 @@ def test_cron_and_poll_triggers_fire_in_the_sandbox_and_their_runs_are_recorded(
         assert len(ingest) == 2 and {r.status for r in ingest} == {"completed"}
         after = client.get("scheduled")
         assert after.pid == package.pid and after.restarts == 0  # poll errors never touched the sandbox
+
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).read().decode()
+    fires = {frozenset(line.split("{")[1].split("}")[0].split(",")): float(line.rsplit(" ", 1)[1])
+             for line in scraped.splitlines() if line.startswith("cloaca_sandbox_schedule_fires_total{")}
+
+    def fired(kind: str, outcome: str) -> float:
+        return fires[frozenset({'tenant="default"', f'kind="{kind}"', f'outcome="{outcome}"'})]
+
+    assert fired("cron", "completed") >= 2
+    assert fired("trigger", "completed") == 2 and fired("trigger", "poll_error") == 2
 
 
 def test_pause_resume_replace_and_unload(start_server, archives):

@@ -51,8 +51,10 @@ class ScheduleRunner(Protocol):
 
 class Scheduler:
     def __init__(self, store: ScheduleStore, runner: ScheduleRunner,
-                 in_thread: Callable[..., Awaitable[Any]], clock: Callable[[], float] = time.time) -> None:
+                 in_thread: Callable[..., Awaitable[Any]], clock: Callable[[], float] = time.time,
+                 on_outcome: Callable[[Schedule, Outcome], None] | None = None) -> None:
         self.store = store
+        self._on_outcome = on_outcome  # told how each fire or poll that did something ended (metrics)
         self.runner = runner
         self._in_thread = in_thread  # runs a blocking store call off the event loop
         self._clock = clock
@@ -155,6 +157,13 @@ class Scheduler:
 
         task.add_done_callback(done)
 
+    def _outcome(self, schedule: Schedule, outcome: Outcome) -> None:
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(schedule, outcome)
+            except Exception:  # noqa: BLE001 - an observer never stops a schedule
+                log.exception("the schedule observer failed")
+
     # --- cron ----------------------------------------------------------------------------
 
     async def _fire_cron(self, schedule: Schedule, now: float) -> float | None:
@@ -174,6 +183,7 @@ class Scheduler:
             await self._store(self.store.update_execution, execution.id, Outcome.SKIPPED, error=
                                   "the previous run had not finished (no overlapping runs without allow_concurrent)")
             log.info("schedule %s skipped a fire: its previous run is still going", schedule.id)
+            self._outcome(schedule, Outcome.SKIPPED)
             return following
         self._spawn(schedule.id, self._run(schedule, execution.id, {}))
         return following
@@ -190,6 +200,7 @@ class Scheduler:
             self._last_poll[schedule.id] = self._clock()
         if outcome.error is not None:
             await self._store(self.store.record_poll, schedule, Outcome.POLL_ERROR, outcome.error)
+            self._outcome(schedule, Outcome.POLL_ERROR)
             if self._poll_errors.get(schedule.id) != outcome.error:  # every poll is recorded; a repeat is not logged
                 self._poll_errors[schedule.id] = outcome.error
                 log.warning("trigger %s of %s: poll error: %s", schedule.name, schedule.package or "this process",
@@ -222,5 +233,6 @@ class Scheduler:
         outcome = Outcome.COMPLETED if result.status.lower() == "completed" else Outcome.FAILED
         await self._store(self.store.update_execution, execution_id, outcome, run_id=result.run_id,
                               error=result.error)
+        self._outcome(schedule, outcome)
         log.info("schedule %s (%s) ran %s: %s", schedule.id, schedule.name or schedule.workflow, schedule.workflow,
                  outcome.value)
