@@ -55,11 +55,16 @@ class RunRecord:
 
 
 class RunHistory:
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        if str(path) != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, path: str | Path = ":memory:", connection: Any = None) -> None:
+        """A SQLite file (or memory); or `connection`, anything with sqlite3's `execute` over tables made
+        already (a shared registry's, supervisor.registry.dialect)."""
+        if connection is not None:
+            self._db = connection
+        else:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            if str(path) != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
