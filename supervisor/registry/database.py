@@ -50,14 +50,13 @@ def masked(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "postgresql://***"
-    if parts.password is None:
-        return url if "password=" not in url else url.split("?", 1)[0] + "?***"
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hosts = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
     query = "***" if "password=" in parts.query else parts.query
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _one_line(error: BaseException) -> str:
@@ -67,9 +66,12 @@ def _one_line(error: BaseException) -> str:
 def unavailable(url: str, error: BaseException) -> RegistryUnavailable:
     """The database failed us: one line naming where, never the password."""
     text = _one_line(error)
-    parts = urlsplit(url)
-    if parts.password:
-        text = text.replace(parts.password, "***")
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
     return RegistryUnavailable(f"the package registry {masked(url)} is unavailable: {text}")
 
 

@@ -69,6 +69,7 @@ class PostgresRegistry:
 
     def __init__(self, url: str, data_dir: Path, address: str = "", lease_seconds: float = 15.0) -> None:
         self.data_dir = data_dir
+        self._closed = False
         self.database = Database(url)
         self.description = f"the shared registry {self.database.description}"
         self.database.open()
@@ -237,7 +238,14 @@ class PostgresRegistry:
         return SharedScheduleStore(self.database, self.member_id, self.membership.lease_seconds)
 
     def close(self) -> None:
+        """Leave (handing over holds and leases at once) and disconnect; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.membership.leave()
+        except Exception as exc:  # noqa: BLE001 - unreachable at stop: the deadline hands over instead
+            log.warning("could not leave the registry cleanly (%s): what this supervisor held passes to the "
+                        "others when its lease expires", exc)
         finally:
             self.database.close()
