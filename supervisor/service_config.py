@@ -188,8 +188,9 @@ class ClientConfig(Options):
 
     config_section: ClassVar[str] = "client"
 
-    server: str = Field(default=DEFAULT_LISTEN, description="the service's address: HOST:PORT or unix:PATH",
-                        json_schema_extra={"metavar": "ADDRESS"})
+    server: str = Field(default=DEFAULT_LISTEN, json_schema_extra={"metavar": "ADDRESS"},
+                        description="the service's address: HOST:PORT, several as HOST:PORT,HOST:PORT (calls are "
+                                    "spread round-robin), dns:///NAME:PORT (every record of the name) or unix:PATH")
     api_key: str | None = Field(default=None, description="sent as 'authorization: Bearer KEY'",
                                 json_schema_extra={"metavar": "KEY"})
     tls_ca: FilePath | None = Field(default=None, json_schema_extra={"metavar": "FILE"},
@@ -198,7 +199,9 @@ class ClientConfig(Options):
     @field_validator("server")
     @classmethod
     def _check_server(cls, value: str) -> str:
-        return check_address(value, "the server address")
+        from supervisor.balancing import check_server
+
+        return check_server(value)
 
 
 def read_registry_file(path: Path) -> str:
