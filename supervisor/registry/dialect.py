@@ -4,7 +4,8 @@ The schedule store (cloaca.schedules.store) and the run history
 (supervisor.run_history) keep one sqlite3 connection behind a lock and call
 `execute(sql, args)`. Over a shared registry they get this instead: the same
 calls, with the few words of SQLite's dialect they use translated (`?`
-placeholders, `BEGIN IMMEDIATE`, `rowid`, which the shared tables spell `seq`).
+placeholders, `BEGIN IMMEDIATE`, `rowid`, which the shared tables spell `seq`),
+and booleans passed as the 0 and 1 sqlite3 stores.
 Each statement commits on its own unless inside BEGIN ... COMMIT, as with
 sqlite3 in autocommit mode. A connection lost between transactions is made
 again once, so a database restart costs one failed statement at most.
@@ -39,7 +40,7 @@ class SqliteDialectConnection:
         self._connection = database.connect(autocommit=True)
 
     def execute(self, sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor[Any]:
-        parameters = tuple(args)
+        parameters = tuple(int(arg) if isinstance(arg, bool) else arg for arg in args)  # sqlite3 stores 0/1
         statement = translate(sql, bool(parameters))
         try:
             return self._connection.execute(statement, parameters or None)
