@@ -16,6 +16,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -31,6 +32,12 @@ def _binaries() -> Path | None:
         return Path(os.path.realpath(found)).parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -90,9 +97,7 @@ class PostgresServer:
                            check=True, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, timeout=120,
                            **self._as_server_user())  # type: ignore[arg-type]
         pwfile.unlink()
-        from tests.test_cli_service import free_port
-
-        self.port = free_port()
+        self.port = _free_port()
         self.process = subprocess.Popen(
             [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
              "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=32MB",
