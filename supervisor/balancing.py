@@ -56,11 +56,13 @@ def check_server(value: str) -> str:
     parts = split_addresses(value)
     if not parts:
         raise ValueError("the server address is empty")
+    forms = "HOST:PORT (a port from 1 to 65535), several of them comma-separated, dns:///NAME:PORT or unix:PATH"
     for part in parts:
         host, sep, port = part.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-            raise ValueError(f"{part!r} is not HOST:PORT; the server is HOST:PORT, several of them comma-separated, "
-                             "dns:///NAME:PORT or unix:PATH")
+            if len(parts) == 1:
+                raise ValueError(f"the server address must be {forms}")
+            raise ValueError(f"{part!r} is not HOST:PORT; the server address must be {forms}")
     return ",".join(parts)
 
 

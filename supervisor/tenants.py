@@ -155,6 +155,8 @@ class PackageHost:
                 if key in self._shas and from_registry:
                     await self._unload_here(tenant, name)
                     log.info("unloaded %s/%s: it was unloaded from the registry", tenant, name)
+                elif key not in self._shas and self._refused.pop(key, None) is not None:
+                    self._unready.pop(key, None)  # it failed here, and it is gone from the registry too
                 return
             if self._shas.get(key) == entry.sha256 or self._refused.get(key) == entry.sha256:
                 return

@@ -216,13 +216,13 @@ def test_three_supervisors_over_one_registry_behave_as_one_service(fleet, archiv
     uploading.start()
     fleet.daemons["c"].stop(signal.SIGKILL)
     uploading.join(120)
-    failed_at_kill = len(spread.failures)
     spread.wait_for_calls(60)
     survivors.wait_for_calls(30)
     spread.stop()
     survivors.stop()
     assert survivors.failures == [], survivors.failures[:5]
-    assert failed_at_kill <= 3 and len(spread.failures) == failed_at_kill, spread.failures
+    # At most the calls in flight on the dead one: each of the 3 callers had one at a time.
+    assert len(spread.failures) <= 3, spread.failures
     assert all(failure.startswith("UNAVAILABLE") for failure in spread.failures), spread.failures
     # The upload the dead one was taking is everywhere or nowhere: the live ones agree with the registry.
     recorded = {name: version for name, version in registry_rows(postgres_url, "SELECT name, version FROM loaded")}

@@ -94,8 +94,9 @@ def test_a_bad_environment_value_is_one_line_naming_it(command, tmp_path):
         assert lines[0] == ("error: CLOACA_SANDBOX_CALL_TIMEOUT: input should be a valid number, unable to parse "
                             "string as a number (got 'soon')")
     else:
-        assert lines[0] == ("error: CLOACA_SANDBOX_SERVER: the server address must be HOST:PORT (a port from 0 to "
-                            "65535) or unix:PATH (got 'no-port-here')")
+        assert lines[0] == ("error: CLOACA_SANDBOX_SERVER: the server address must be HOST:PORT (a port from 1 to "
+                            "65535), several of them comma-separated, dns:///NAME:PORT or unix:PATH "
+                            "(got 'no-port-here')")
 
 
 def test_a_bad_flag_value_is_one_line_saying_what_it_accepts(tmp_path):

@@ -218,6 +218,7 @@ class PostgresRegistry:
         with self.database.transaction() as connection:
             connection.execute("DELETE FROM archive_holds h WHERE NOT EXISTS (SELECT 1 FROM supervisors s "
                                "WHERE s.id = h.supervisor AND s.expires_at > now())")
+            connection.execute("DELETE FROM supervisors WHERE expires_at < now() - interval '1 day'")
             candidates = connection.execute(
                 "SELECT tenant, sha256 FROM archives a WHERE NOT EXISTS (SELECT 1 FROM loaded l "
                 "WHERE l.tenant = a.tenant AND l.sha256 = a.sha256)").fetchall()
