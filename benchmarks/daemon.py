@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -17,14 +18,17 @@ from common import ROOT, free_port
 
 
 @contextlib.contextmanager
-def daemon(data_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start the service, wait until its health says SERVING, yield (address, process); SIGTERM at the end."""
+def daemon(data_dir: Path, *extra: str, env: dict[str, str] | None = None
+           ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start the service, wait until its health says SERVING, yield (address, process); SIGTERM at the end.
+
+    `env` adds to the environment (CLOACA_SANDBOX_REGISTRY, say: a URL kept out of the process list)."""
     address = f"127.0.0.1:{free_port()}"
     log_path = data_dir.parent / f"serve-{address.split(':')[1]}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "serve", "--listen", address,
                                     "--data-dir", str(data_dir), "--memory-limit", "0", *extra],
-                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
             with grpc.insecure_channel(address) as channel:
                 health = health_pb2_grpc.HealthStub(channel)

@@ -4,7 +4,9 @@ Embedding:  from supervisor import Supervisor, AsyncSupervisor, SupervisorConfig
 
 The call path, read top to bottom:
     edge/grpc_service.py   the public gRPC service: auth, tenant quotas, status codes
-    tenants.py             tenants' packages, uploads kept in the archive store, watched dirs
+    tenants.py             tenants' packages, uploads kept in the registry, watched dirs
+      registry/              where accepted archives live: embedded (SQLite, data dir) or shared (PostgreSQL)
+      registry_sync.py       over a shared registry: what other supervisors record, loaded here too
     core.py                AsyncSupervisor: loaded packages by name, replacement, calls, workflows
     sandboxes/lifecycle.py one package's sandbox: the owner of its incarnations, admission of calls
     sandboxes/link.py      the supervisor's end of the gRPC link to one sandbox
@@ -12,6 +14,7 @@ The call path, read top to bottom:
 
 Beside it: scheduling.py (packages' triggers as their tenant's schedules, fired through
 tenants.py like any run) and run_history.py (every workflow run, requested or scheduled).
+A client's end: client.py, spreading calls over several supervisors as balancing.py says.
 """
 
 from __future__ import annotations

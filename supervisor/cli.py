@@ -145,7 +145,8 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(server: Any, config: Any, grace: float) -> int:
-    from supervisor.archive_store import RegistryCorrupted
+    from supervisor.registry import RegistryUnavailable
+    from supervisor.registry.local import RegistryCorrupted
     from supervisor.edge.server import ConfigError
     from supervisor.instance_lock import DataDirInUse
     from supervisor.sandboxes.isolation import IsolationUnavailable
@@ -158,8 +159,8 @@ async def _serve(server: Any, config: Any, grace: float) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-    except (ConfigError, DataDirInUse, RegistryCorrupted, IsolationUnavailable, SecretsFileError,
-            VariablesFileError, OSError) as exc:
+    except (ConfigError, DataDirInUse, RegistryCorrupted, RegistryUnavailable, IsolationUnavailable,
+            SecretsFileError, VariablesFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop(0)
         return EXIT_USAGE

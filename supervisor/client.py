@@ -10,6 +10,7 @@ import grpc
 
 from supervisor.api import supervisor_pb2 as pb
 from supervisor.api import supervisor_pb2_grpc
+from supervisor.balancing import channel_options, channel_target
 
 CHUNK_BYTES = 1024 * 1024
 MESSAGE_LIMIT = 65 * 1024 * 1024
@@ -17,12 +18,15 @@ MESSAGE_LIMIT = 65 * 1024 * 1024
 
 class SupervisorClient:
     def __init__(self, server: str, api_key: str | None = None, tls_ca: Path | None = None) -> None:
+        """`server`: one HOST:PORT, several comma-separated, or a gRPC target such as dns:///NAME:PORT;
+        calls are spread round-robin over every address that answers (supervisor.balancing)."""
         options = [("grpc.max_receive_message_length", MESSAGE_LIMIT),
-                   ("grpc.max_send_message_length", MESSAGE_LIMIT)]
+                   ("grpc.max_send_message_length", MESSAGE_LIMIT), *channel_options(server)]
+        target = channel_target(server)
         if tls_ca is not None:
-            self.channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options)
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()), options)
         else:
-            self.channel = grpc.insecure_channel(server, options)
+            self.channel = grpc.insecure_channel(target, options)
         self.stub = supervisor_pb2_grpc.SupervisorStub(self.channel)
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
 

@@ -151,12 +151,12 @@ class AsyncSupervisor:
 
     async def load(self, archive: bytes | str | os.PathLike[str], limits: PackageLimits | None = None, *,
                    namespace: str | None = None,
-                   check: Callable[[ExtractedPackage], None] | None = None) -> PackageInfo:
+                   check: Callable[[ExtractedPackage], Awaitable[None]] | None = None) -> PackageInfo:
         """Check, extract and start a package; replaces a loaded package of the same name.
 
         The package is addressed as its name, or "namespace/name" when a namespace
-        (a tenant) is given. `check` may refuse the extracted package (by raising)
-        before its sandbox starts; it runs in a worker thread. Raises a PackageError
+        (a tenant) is given. `check` is awaited with the extracted package before its
+        sandbox starts, and may refuse it by raising. Raises a PackageError
         (supervisor.errors) naming the check that failed, leaving nothing behind. A
         replaced package's sandbox drains in the background: calls it is running
         finish there, new ones go to the new one.
@@ -174,7 +174,8 @@ class AsyncSupervisor:
                 self._loads_done.set()
 
     async def _load(self, archive: bytes | str | os.PathLike[str], limits: PackageLimits | None,
-                    namespace: str | None, check: Callable[[ExtractedPackage], None] | None) -> PackageInfo:
+                    namespace: str | None,
+                    check: Callable[[ExtractedPackage], Awaitable[None]] | None) -> PackageInfo:
         assert self.services is not None
         package = await self._in_thread(extract_package, archive, self.staging_dir, self.extraction_limits)
         if self._closed:
@@ -190,7 +191,7 @@ class AsyncSupervisor:
         self._loading.add(sandbox)
         try:
             if check is not None:
-                await self._in_thread(check, package)
+                await check(package)
             discovery = await sandbox.start()
             check_discovery(package, discovery)
             self._check_open()  # closed while it started: it must not outlive close()

@@ -134,11 +134,21 @@ def explain(error: ValidationError, model: type[Options], flags: set[str], confi
                          f"(the options are those of `cloaca-sandbox {model.config_section} --help`, "
                          "with '_' for '-')")
             continue
+        if not name:  # a check across options: its message names them
+            lines.append(message)
+            continue
         where = option_source(name, flags, config_file, model.config_section)
         shown = problem.get("input")
-        got = f" (got {shown!r})" if isinstance(shown, (str, int, float, bool)) else ""
+        got = f" (got {shown!r})" if isinstance(shown, (str, int, float, bool)) and not _secret(model, name) else ""
         lines.append(f"{where}: {message}{got}")
     return lines
+
+
+def _secret(model: type[Options], name: str) -> bool:
+    """An option whose value is never repeated back (it may hold a password)."""
+    field = model.model_fields.get(name)
+    extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
+    return bool(extra.get("secret"))
 
 
 def option_source(name: str, flags: set[str], config_file: Path | None, section: str) -> str:

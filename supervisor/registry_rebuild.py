@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.archive_store import ARCHIVE_SUFFIX, REGISTRY_NAME, ArchiveStore, file_sha256, fsync_directory
+from supervisor.registry.base import ARCHIVE_SUFFIX, file_sha256, fsync_directory
+from supervisor.registry.local import REGISTRY_NAME, LocalRegistry
 from supervisor.errors import PackageError
 from supervisor.instance_lock import DataDirLock
 from supervisor.package import extract_package
@@ -41,7 +42,7 @@ def rebuild_registry(data_dir: Path) -> RebuildReport:
     with DataDirLock(data_dir):
         report.damaged_copy = _move_aside(data_dir / REGISTRY_NAME)
         found = _read_archives(data_dir, report)
-        store = ArchiveStore(data_dir)
+        store = LocalRegistry(data_dir)
         try:
             for (tenant, name), archives in sorted(found.items()):
                 archives.sort()  # oldest first: the newest is recorded last, and stays loaded

@@ -57,12 +57,17 @@ class RunRecord:
 
 
 class RunHistory:
-    def __init__(self, path: str | Path = ":memory:", runs_kept: int = RUNS_KEPT) -> None:
+    def __init__(self, path: str | Path = ":memory:", connection: Any = None, runs_kept: int = RUNS_KEPT) -> None:
+        """A SQLite file (or memory); or `connection`, anything with sqlite3's `execute` over tables made
+        already (a shared registry's, supervisor.registry.dialect)."""
         self.runs_kept = max(1, runs_kept)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        if str(path) != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        if connection is not None:
+            self._db = connection
+        else:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            if str(path) != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -73,15 +78,19 @@ class RunHistory:
         run_id = str(uuid.uuid4())
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT INTO workflow_runs (id, tenant, package, workflow, origin, status, started_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, tenant, package, workflow, origin, RUNNING,
-                                                              time.time()))
+            self._insert(run_id, tenant, package, workflow, origin)
             self._db.execute(
                 "DELETE FROM workflow_runs WHERE tenant = ? AND package = ? AND status != ? AND started_at < "
                 "(SELECT started_at FROM workflow_runs WHERE tenant = ? AND package = ? ORDER BY started_at DESC "
                 "LIMIT 1 OFFSET ?)", (tenant, package, RUNNING, tenant, package, self.runs_kept - 1))
             self._db.execute("COMMIT")
         return run_id
+
+    def _insert(self, run_id: str, tenant: str, package: str, workflow: str, origin: str) -> None:
+        """Record a run as started (inside the caller's transaction)."""
+        self._db.execute("INSERT INTO workflow_runs (id, tenant, package, workflow, origin, status, started_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, tenant, package, workflow, origin, RUNNING,
+                                                          time.time()))
 
     def finished(self, run_id: str, status: str, error: str | None, duration_ms: float) -> None:
         with self._lock:

@@ -7,16 +7,17 @@
                         memory limit); its answer fires a run, skips, or is recorded as a poll error
 
 The scheduler itself (`cloaca.schedules.scheduler`) is the same one DefaultRunner
-uses in-process; this module gives it the sandboxes to run in and keeps the
-store in the service's data dir (`schedules.db`), so schedules and their
-history survive a restart, and a fire is claimed at most once across restarts.
+uses in-process; this module gives it the sandboxes to run in and the registry's
+store: the data dir's `schedules.db`, or over a shared registry the shared store,
+where a lease decides which supervisor fires each schedule (`renew_leases`, every
+heartbeat). Either way schedules and their history survive a restart, and a fire
+is claimed at most once.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
@@ -33,7 +34,6 @@ from supervisor.results import CallRejected, CallResult
 
 log = logging.getLogger(__name__)
 
-STORE_FILE = "schedules.db"
 
 
 def schedule_definitions(discovery: Discovery) -> list[TriggerDefinition]:
@@ -109,14 +109,32 @@ class ScheduleView:
 
 
 class ServiceSchedules:
-    def __init__(self, data_dir: Path, work: ScheduledWork, in_thread: Callable[..., Awaitable[Any]],
+    def __init__(self, store: ScheduleStore, work: ScheduledWork, in_thread: Callable[..., Awaitable[Any]],
                  on_outcome: Callable[[Schedule, Outcome], None] | None = None) -> None:
-        self.store = ScheduleStore(data_dir / STORE_FILE)
+        self.store = store
         self._in_thread = in_thread
         self.scheduler = Scheduler(self.store, SandboxRunner(work), in_thread, on_outcome=on_outcome)
+        self.held: set[str] = set()  # over a shared registry: the schedules this supervisor fires
 
     async def start(self) -> None:
         await self.scheduler.start()
+
+    async def renew_leases(self, ready: set[tuple[str, str]]) -> None:
+        """Over a shared registry, one lease round: keep, take and let go of schedules to fire, and mark lost
+        the unfinished fires of supervisors that died. `ready`: the (tenant, package) ready here."""
+        renew = getattr(self.store, "renew_leases", None)
+        if renew is None:
+            return  # the embedded store: this supervisor fires everything
+        schedules = await self._in_thread(self.store.schedules, None, None, True, 1_000_000, 0)
+        eligible = {schedule.id for schedule in schedules if (schedule.owner, schedule.package) in ready}
+        held = await self._in_thread(renew, eligible, self.scheduler.busy())
+        lost = await self._in_thread(self.store.recover)
+        if lost:
+            log.warning("%d scheduled run(s) of supervisors that stopped were recorded as lost", lost)
+        if held != self.held:
+            log.info("this supervisor now fires %d schedule(s) (was %d)", len(held), len(self.held))
+            self.held = held
+        self.scheduler.changed()  # and schedules paused or resumed on other supervisors are seen now
 
     async def package_loaded(self, tenant: str, package: str, discovery: Discovery) -> list[Schedule]:
         definitions = schedule_definitions(discovery)

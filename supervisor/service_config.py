@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, FilePath, field_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from supervisor.config import IsolationLevel, LauncherKind, SupervisorConfig
@@ -95,6 +95,17 @@ class ServiceConfig(Options):
         json_schema_extra={"metavar": "FORMAT"})
     metrics_listen: str | None = Field(default=None, json_schema_extra={"metavar": "HOST:PORT"},
                                        description="serve Prometheus metrics over HTTP here (GET /metrics)")
+    registry: str | None = Field(
+        default=None, json_schema_extra={"metavar": "URL", "secret": True},
+        description="the package registry: none for the embedded one in the data dir, or a "
+                    "postgresql://USER:PASSWORD@HOST:PORT/DB URL that every supervisor sharing it names (a flag "
+                    "shows in the process list: prefer the environment or --registry-file)")
+    registry_file: Path | None = _path("a file holding the registry URL (a mounted secret, say)")
+    lease_seconds: float = _seconds(15.0, "over a shared registry: how long a supervisor that stops answering "
+                                          "still counts as alive and keeps the schedules it fires (it renews "
+                                          "every third of it)", ge=3)
+    reconcile_interval: float = _seconds(30.0, "over a shared registry: how often everything hosted here is "
+                                               "compared with the registry, beside its notifications", gt=0)
 
     @field_validator("packages", mode="before")
     @classmethod
@@ -117,6 +128,35 @@ class ServiceConfig(Options):
     @classmethod
     def _check_listen(cls, value: str) -> str:
         return check_address(value, "the address")
+
+    @field_validator("registry")
+    @classmethod
+    def _check_registry(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from supervisor.registry.database import check_url
+
+        return check_url(value.strip())
+
+    @field_validator("registry_file")
+    @classmethod
+    def _check_registry_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_registry_file(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_registry(self) -> "ServiceConfig":
+        if self.registry is not None and self.registry_file is not None:
+            raise ValueError("give the registry URL once: --registry or --registry-file, not both")
+        return self
+
+    @property
+    def registry_url(self) -> str | None:
+        """The shared registry's URL (from --registry or --registry-file), or None for the embedded one."""
+        if self.registry_file is not None:
+            return read_registry_file(self.registry_file)
+        return self.registry
 
     @field_validator("metrics_listen")
     @classmethod
@@ -148,8 +188,9 @@ class ClientConfig(Options):
 
     config_section: ClassVar[str] = "client"
 
-    server: str = Field(default=DEFAULT_LISTEN, description="the service's address: HOST:PORT or unix:PATH",
-                        json_schema_extra={"metavar": "ADDRESS"})
+    server: str = Field(default=DEFAULT_LISTEN, json_schema_extra={"metavar": "ADDRESS"},
+                        description="the service's address: HOST:PORT, several as HOST:PORT,HOST:PORT (calls are "
+                                    "spread round-robin), dns:///NAME:PORT (every record of the name) or unix:PATH")
     api_key: str | None = Field(default=None, description="sent as 'authorization: Bearer KEY'",
                                 json_schema_extra={"metavar": "KEY"})
     tls_ca: FilePath | None = Field(default=None, json_schema_extra={"metavar": "FILE"},
@@ -158,7 +199,24 @@ class ClientConfig(Options):
     @field_validator("server")
     @classmethod
     def _check_server(cls, value: str) -> str:
-        return check_address(value, "the server address")
+        from supervisor.balancing import check_server
+
+        return check_server(value)
+
+
+def read_registry_file(path: Path) -> str:
+    """The URL in a registry file (surrounding whitespace ignored); ValueError naming what is wrong."""
+    from supervisor.registry.database import check_url
+
+    try:
+        text = path.expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"the registry file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the registry file {path} is not text") from None
+    if not text:
+        raise ValueError(f"the registry file {path} is empty")
+    return check_url(text)
 
 
 def is_loopback(listen: str) -> bool:

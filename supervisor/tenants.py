@@ -1,12 +1,20 @@
 """Tenants' packages over one supervisor core, kept across restarts: what the daemon serves.
 
 `PackageHost` is what the gRPC edge and `cloaca-sandbox serve` drive. It stores
-accepted uploads in the archive store, loads them again at start (checking each
-archive's sha256 first), loads watched directories, and keeps the packages that
-could not load visible with their error, so an operator sees every package in
-one list. Each loaded package's triggers are its tenant's schedules
+accepted uploads in the registry (`supervisor.registry`: the embedded one, or a
+shared one in PostgreSQL), loads them again at start (checking each archive's
+sha256 first), loads watched directories, and keeps the packages that could not
+load visible with their error, so an operator sees every package in one list.
+Each loaded package's triggers are its tenant's schedules
 (`supervisor.scheduling`), and every workflow run, requested or scheduled, is
 recorded (`supervisor.run_history`). Every method runs on the service's event loop.
+
+Over a shared registry, what other supervisors record reaches this one through
+`sync` (driven by supervisor.registry_sync): the same load path as an upload, so a
+replacement fails no call here either. Every change to one package on this host
+(upload, unload, sync) holds that package's lock from before its sandbox starts
+until the registry records it, so what is loaded here and what the registry says
+agree whenever the lock is free.
 """
 
 from __future__ import annotations
@@ -18,13 +26,12 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from cloaca.engine import WorkflowRun
-from supervisor.archive_store import ArchiveStore, RegistryEntry, file_sha256
 from supervisor.config import SupervisorConfig
 from supervisor.contexts import ContextLike
 from supervisor.core import AsyncSupervisor, package_key
@@ -32,6 +39,8 @@ from supervisor.discovery import Discovery
 from supervisor.errors import IntegrityError, PackageError
 from supervisor.package import ExtractedPackage
 from supervisor.package_log import PackageLog
+from supervisor.registry import LocalRegistry, Registry, RegistryEntry, RegistryUnavailable
+from supervisor.registry.base import file_sha256
 from supervisor.results import CallResult, PackageInfo, PackageUnavailableError, UnknownPackageError
 from supervisor.run_history import LOST, REQUEST, RunHistory, RunRecord
 from supervisor.scheduling import ServiceSchedules
@@ -63,22 +72,29 @@ class PackageView:
     discovery: Discovery | None = None
 
 
+Key = tuple[str, str]  # (tenant, package name)
+
+
 class PackageHost:
     def __init__(self, data_dir: Path, config: SupervisorConfig | None = None,
-                 metrics: ServiceMetrics | None = None) -> None:
+                 metrics: ServiceMetrics | None = None, registry: Registry | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.metrics = metrics
         self.supervisor = AsyncSupervisor(config or SupervisorConfig(work_dir=data_dir / "work"), observer=metrics)
-        self.store = ArchiveStore(data_dir)
-        self._unready: dict[tuple[str, str], PackageView] = {}  # loading or failed, by (tenant, name)
-        self._sources: dict[tuple[str, str], str] = {}  # where each loaded package came from
-        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archive-store")
-        self.runs = RunHistory(data_dir / "runs.db")
+        self.registry: Registry = registry if registry is not None else LocalRegistry(data_dir)
+        self._unready: dict[Key, PackageView] = {}  # loading or failed, by (tenant, name)
+        self._sources: dict[Key, str] = {}  # where each loaded package came from
+        self._shas: dict[Key, str] = {}  # the archive each package from the registry is loaded from here
+        self._refused: dict[Key, str] = {}  # archives a sync could not load here: not tried again as they are
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="registry")
+        self.runs: RunHistory = self.registry.open_run_history()
         self.schedules = ServiceSchedules(
-            data_dir, self, self._in_thread,
+            self.registry.open_schedule_store(), self, self._in_thread,
             None if metrics is None else lambda schedule, outcome: metrics.schedule_fired(
                 schedule.owner, schedule.kind.value, outcome.value))
+        self.schedules_started = False
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
@@ -95,9 +111,16 @@ class PackageHost:
         """Start firing schedules: once stored and watched packages are loaded, so no fire finds its package
         still loading."""
         await self.schedules.start()
+        self.schedules_started = True
+
+    def _lock_for(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     def _sweep(self) -> None:
-        report = self.store.sweep()
+        report = self.registry.sweep()
         scratch = [path for path in self.data_dir.glob(f"{WATCHED_SCRATCH_PREFIX}*") if path.is_dir()]
         work = self.supervisor.config.work_dir
         stale = [path for path in (work / "packages", work / "run") if path.exists()] if work is not None else []
@@ -111,58 +134,117 @@ class PackageHost:
     # --- loading -------------------------------------------------------------------
 
     async def restore(self) -> None:
-        """Load again every package the store says was loaded; failures stay visible."""
-        entries = await self._in_thread(self.store.loaded)
+        """Load every package the registry says is loaded; failures stay visible."""
+        entries = await self._in_thread(self.registry.loaded)
         for entry in entries:
             self._unready[(entry.tenant, entry.name)] = PackageView(entry.tenant, entry.name, LOADING, "upload",
                                                                     entry.version)
         limit = asyncio.Semaphore(4)
 
         async def restore_one(entry: RegistryEntry) -> None:
-            async with limit:
-                await self._restore_one(entry)
+            async with limit, self._lock_for((entry.tenant, entry.name)):
+                await self._load_entry(entry, "restore")
 
         await asyncio.gather(*(restore_one(entry) for entry in entries))
 
-    async def _restore_one(self, entry: RegistryEntry) -> None:
+    async def sync(self, tenant: str, name: str) -> None:
+        """Make this host agree with the registry on one package (what another supervisor recorded):
+        load the version it names, replacing the one here; unload what it no longer has."""
+        key = (tenant, name)
+        async with self._lock_for(key):
+            entry = await self._in_thread(self.registry.loaded_entry, tenant, name)
+            from_registry = self._sources.get(key, "upload") == "upload"
+            if entry is None:
+                if key in self._shas and from_registry:
+                    await self._unload_here(tenant, name)
+                    log.info("unloaded %s/%s: it was unloaded from the registry", tenant, name)
+                elif key not in self._shas and self._refused.pop(key, None) is not None:
+                    self._unready.pop(key, None)  # it failed here, and it is gone from the registry too
+                return
+            if self._shas.get(key) == entry.sha256 or self._refused.get(key) == entry.sha256:
+                return
+            if await self._load_entry(entry, "sync"):
+                log.info("loaded %s/%s %s from the registry", tenant, name, entry.version)
+
+    def registry_packages(self) -> set[Key]:
+        """The packages this host loaded from the registry."""
+        return set(self._shas)
+
+    def ready_packages(self) -> set[Key]:
+        return {(info.namespace or DEFAULT_TENANT, info.name) for info in self.supervisor.packages()
+                if info.state == "ready"}
+
+    @asynccontextmanager
+    async def _fetched(self, entry: RegistryEntry) -> AsyncIterator[Path]:
+        """The entry's archive as a local file (the registry's own, or a copy out of a shared one)."""
+        opened = self.registry.open_archive(entry, self.data_dir)
+        path = await self._in_thread(opened.__enter__)
         try:
-            actual = await self._in_thread(file_sha256, entry.archive)
-            if actual != entry.sha256:
-                raise IntegrityError(f"the stored archive of {entry.name} {entry.version} does not match its "
-                                     f"sha256 (expected {entry.sha256}, found {actual}); it was not loaded")
-            with self._timed_load(entry.tenant, "restore"):
-                await self.supervisor.load(entry.archive, namespace=entry.tenant)
-            await self._loaded(entry.tenant, entry.name, "upload")
-            log.info("restored %s/%s %s", entry.tenant, entry.name, entry.version)
-        except (PackageError, OSError) as exc:
-            log.error("could not restore %s/%s %s: %s", entry.tenant, entry.name, entry.version, exc)
-            self._unready[(entry.tenant, entry.name)] = PackageView(entry.tenant, entry.name, FAILED, "upload",
-                                                                    entry.version, str(exc))
+            yield path
+        finally:
+            await self._in_thread(opened.__exit__, None, None, None)
+
+    async def _load_entry(self, entry: RegistryEntry, source: str) -> bool:
+        """Under the package's lock: load a registry entry here; a failure is logged and kept visible."""
+        key = (entry.tenant, entry.name)
+        try:
+            async with self._fetched(entry) as archive:
+                actual = await self._in_thread(file_sha256, archive)
+                if actual != entry.sha256:
+                    raise IntegrityError(f"the stored archive of {entry.name} {entry.version} does not match its "
+                                         f"sha256 (expected {entry.sha256}, found {actual}); it was not loaded")
+                with self._timed_load(entry.tenant, source):
+                    await self.supervisor.load(archive, namespace=entry.tenant)
+        except (PackageError, OSError, RegistryUnavailable) as exc:
+            log.error("could not load %s/%s %s: %s", entry.tenant, entry.name, entry.version, exc)
+            if isinstance(exc, PackageError):
+                self._refused[key] = entry.sha256  # as it is, it will not load here: not again every reconcile
+            if key not in self._shas:
+                self._unready[key] = PackageView(entry.tenant, entry.name, FAILED, "upload", entry.version, str(exc))
+            return False
+        self._shas[key] = entry.sha256
+        self._refused.pop(key, None)
+        await self._loaded(entry.tenant, entry.name, "upload")
+        return True
 
     async def upload(self, tenant: str, archive: Path) -> PackageView:
-        """Accept an uploaded archive: move it into the store, load it (replacing an older one), record it.
+        """Accept an uploaded archive: store it, load it (replacing an older one), record it.
 
         A refused upload leaves nothing: its archive is removed (unless a loaded package has the
         same content) and the version it claimed is withdrawn.
         """
-        sha256, stored = await self._in_thread(self.store.store, tenant, archive)
+        stored = await self._in_thread(self.registry.store, tenant, archive)
         claimed: list[tuple[str, str]] = []
+        locked: list[asyncio.Lock] = []
 
-        def claim_version(package: ExtractedPackage) -> None:
-            if self.store.claim_version(tenant, package.name, package.version, sha256):
+        async def check(package: ExtractedPackage) -> None:
+            lock = self._lock_for((tenant, package.name))
+            await lock.acquire()
+            locked.append(lock)
+            if await self._in_thread(self.registry.claim_version, tenant, package.name, package.version,
+                                     stored.sha256):
                 claimed.append((package.name, package.version))
 
         try:
             with self._timed_load(tenant, "upload"):
-                info = await self.supervisor.load(stored, namespace=tenant, check=claim_version)
-            await self._in_thread(self.store.record_loaded, tenant, info.name, info.version, sha256)
+                info = await self.supervisor.load(stored.path, namespace=tenant, check=check)
+            try:
+                await self._in_thread(self.registry.record_loaded, tenant, info.name, info.version, stored.sha256)
+            except BaseException:
+                self._shas.pop((tenant, info.name), None)  # loaded here, not recorded: the next sync puts back
+                raise                                      # what the registry holds
+            self._shas[(tenant, info.name)] = stored.sha256
+            self._refused.pop((tenant, info.name), None)
+            await self._loaded(tenant, info.name, "upload")
         except BaseException:
             for name, version in claimed:
-                await self._in_thread(self.store.withdraw_claim, tenant, name, version, sha256)
+                await asyncio.shield(self._in_thread(self.registry.withdraw_claim, tenant, name, version,
+                                                     stored.sha256))
             raise
         finally:
-            await self._in_thread(self.store.release, stored)
-        await self._loaded(tenant, info.name, "upload")
+            await asyncio.shield(self._in_thread(self.registry.release, stored))
+            for lock in locked:
+                lock.release()
         return self.get(tenant, info.name)
 
     async def load_file(self, tenant: str, path: Path) -> PackageView:
@@ -225,15 +307,21 @@ class PackageHost:
         await self.schedules.package_loaded(tenant, name, self.supervisor.discovery(package_key(name, tenant)))
 
     async def unload(self, tenant: str, name: str) -> None:
+        async with self._lock_for((tenant, name)):
+            await self._unload_here(tenant, name)
+            await self._in_thread(self.registry.record_unloaded, tenant, name)
+
+    async def _unload_here(self, tenant: str, name: str) -> None:
         failed = self._unready.pop((tenant, name), None)
         self._sources.pop((tenant, name), None)
+        self._shas.pop((tenant, name), None)
+        self._refused.pop((tenant, name), None)
         try:
             await self.supervisor.unload(package_key(name, tenant))
         except UnknownPackageError:
             if failed is None:
                 raise UnknownPackageError(self._unknown(tenant, name)) from None
         await self.schedules.package_unloaded(tenant, name)
-        await self._in_thread(self.store.record_unloaded, tenant, name)
 
     # --- reading -------------------------------------------------------------------
 
@@ -338,6 +426,6 @@ class PackageHost:
     async def close(self) -> None:
         await self.schedules.close()  # no fire starts while the sandboxes stop
         await self.supervisor.close()
-        await self._in_thread(self.store.close)
         await self._in_thread(self.runs.close)
+        await self._in_thread(self.registry.close)
         self._io.shutdown(wait=True)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
 from cloaca.registry import REGISTRY
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -39,3 +42,26 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, str]]]:
     yield start
     for server in servers:
         server.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator["PostgresServer"]:
+    """A real PostgreSQL server for the session, or a skip saying why this machine has none."""
+    from tests.postgres import PostgresServer
+
+    why = PostgresServer.unavailable()
+    if why is not None:
+        pytest.skip(f"needs a PostgreSQL server: {why}")
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: "PostgresServer") -> Iterator[str]:
+    """A fresh database on the session's server (dropped after the test)."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

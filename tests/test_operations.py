@@ -93,8 +93,9 @@ def test_a_bad_environment_value_is_one_line_naming_it(command, tmp_path):
         assert lines[0] == ("error: CLOACA_SANDBOX_CALL_TIMEOUT: input should be a valid number, unable to parse "
                             "string as a number (got 'soon')")
     else:
-        assert lines[0] == ("error: CLOACA_SANDBOX_SERVER: the server address must be HOST:PORT (a port from 0 to "
-                            "65535) or unix:PATH (got 'no-port-here')")
+        assert lines[0] == ("error: CLOACA_SANDBOX_SERVER: the server address must be HOST:PORT (a port from 1 to "
+                            "65535), several of them comma-separated, dns:///NAME:PORT or unix:PATH "
+                            "(got 'no-port-here')")
 
 
 def test_a_bad_flag_value_is_one_line_saying_what_it_accepts(tmp_path):
@@ -223,7 +224,7 @@ def test_what_a_killed_service_left_is_removed_at_start(start_server, archives, 
 
 
 def test_renames_into_the_store_are_durable(tmp_path, archives, monkeypatch):
-    from supervisor.archive_store import ArchiveStore
+    from supervisor.registry.local import LocalRegistry
 
     synced_dirs: list[int] = []
     real_fsync = os.fsync
@@ -233,17 +234,17 @@ def test_renames_into_the_store_are_durable(tmp_path, archives, monkeypatch):
             synced_dirs.append(os.fstat(fd).st_ino)
         real_fsync(fd)
 
-    store = ArchiveStore(tmp_path)
+    store = LocalRegistry(tmp_path)
     upload = tmp_path / ".upload-1"
     upload.write_bytes(archives["v1"].read_bytes())
     monkeypatch.setattr(os, "fsync", fsync)
-    _, stored = store.store("default", upload)
+    stored = store.store("default", upload)
     store.close()
-    assert stored.parent.stat().st_ino in synced_dirs
+    assert stored.path.parent.stat().st_ino in synced_dirs
 
 
 def test_two_uploads_of_one_version_with_different_content_exactly_one_wins(start_server, archives, tmp_path):
-    from supervisor.archive_store import VersionConflictError
+    from supervisor.registry.base import VersionConflictError
 
     server, _ = start_server()
     data = tmp_path / "data"
@@ -279,9 +280,9 @@ def corrupt_later_page(registry: Path) -> None:
 
 
 def fill_registry(data_dir: Path) -> None:
-    from supervisor.archive_store import ArchiveStore
+    from supervisor.registry.local import LocalRegistry
 
-    store = ArchiveStore(data_dir)
+    store = LocalRegistry(data_dir)
     for number in range(400):  # history of versions: enough rows for the table to span many pages
         store.claim_version("history", f"package-{number:04d}", "1.0.0", f"{number:064x}")
     store.close()

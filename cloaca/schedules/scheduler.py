@@ -97,6 +97,10 @@ class Scheduler:
     def running(self, schedule_id: str) -> int:
         return len(self._running.get(schedule_id, ()))
 
+    def busy(self) -> set[str]:
+        """The schedules with a run or a poll under way here."""
+        return set(self._running) | set(self._polling)
+
     # --- the watch -----------------------------------------------------------------------
 
     async def _watch(self) -> None:

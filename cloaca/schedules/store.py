@@ -98,13 +98,19 @@ HISTORY_KEPT = 1000  # executions kept per schedule: a poll that fails every 100
 
 
 class ScheduleStore:
-    def __init__(self, path: str | Path = ":memory:", clock: Any = time.time, history_kept: int = HISTORY_KEPT) -> None:
+    def __init__(self, path: str | Path = ":memory:", clock: Any = time.time, connection: Any = None,
+                 history_kept: int = HISTORY_KEPT) -> None:
+        """A SQLite file (or memory); or `connection`, anything with sqlite3's `execute` over tables made
+        already (the service's shared registry gives one, supervisor.registry.dialect)."""
         self.history_kept = max(1, history_kept)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        if str(path) != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        if connection is not None:
+            self._db = connection
+        else:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            if str(path) != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -246,17 +252,18 @@ class ScheduleStore:
                                       created_at=now, updated_at=now))
                 continue
             current = existing[0]
-            next_run = current.next_run_at
-            if trigger.cron and (expression != current.cron_expression or zone != current.timezone
-                                 or next_run is None or not current.active):
-                next_run = cron.next_after(_utc(now)).timestamp()
+            # The next fire moves only when the timing changed: a fire claimed meanwhile (by another
+            # supervisor's scheduler) keeps the next_run_at it set, so it is never fired again.
+            moves = not trigger.cron or (expression != current.cron_expression or zone != current.timezone
+                                         or current.next_run_at is None or not current.active)
+            next_run = cron.next_after(_utc(now)).timestamp() if trigger.cron and moves else None
             with self._lock:
                 self._db.execute(
                     "UPDATE schedules SET kind = ?, workflow = ?, cron_expression = ?, timezone = ?, "
-                    "poll_interval_ms = ?, allow_concurrent = ?, active = 1, next_run_at = ?, updated_at = ? "
+                    "poll_interval_ms = ?, allow_concurrent = ?, active = 1, "
+                    "next_run_at = CASE WHEN ? = 1 THEN ? ELSE next_run_at END, updated_at = ? "
                     "WHERE id = ?", (trigger.kind.value, trigger.workflow, expression, zone, trigger.poll_interval_ms,
-                                     int(trigger.allow_concurrent), next_run if trigger.cron else None, now,
-                                     current.id))
+                                     int(trigger.allow_concurrent), int(moves), next_run, now, current.id))
         names = [trigger.name for trigger in triggers] or [""]
         with self._lock:
             self._db.execute(

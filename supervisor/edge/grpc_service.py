@@ -29,7 +29,7 @@ from cloaca.engine import TaskOutcome, WorkflowRun
 from cloaca.errors import TaskError
 from supervisor.api import supervisor_pb2 as pb
 from supervisor.api import supervisor_pb2_grpc
-from supervisor.archive_store import PARTIAL_UPLOAD_PREFIX, VersionConflictError
+from supervisor.registry.base import PARTIAL_UPLOAD_PREFIX, RegistryUnavailable, VersionConflictError
 from supervisor.edge.auth import Authenticator
 from supervisor.edge.quotas import QuotaExceeded, TenantQuotas
 from supervisor.edge.redaction import no_redaction
@@ -203,6 +203,9 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             await context.abort(_REJECTIONS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION), self.redact(str(exc)))
         except VersionConflictError as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, self.redact(str(exc)))
+        except RegistryUnavailable as exc:
+            log.error("%s", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the package registry is unavailable; try again shortly")
         except PackageError as exc:
             detail = getattr(exc, "traceback", "")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.redact(

@@ -3,7 +3,9 @@
 `SupervisorServer` runs on one event loop (`cloaca-sandbox serve` runs it with
 asyncio.run). `start()` returns once it listens; stored and watched packages
 load in the background while health answers NOT_SERVING. Health and reflection
-(v1 and v1alpha) always answer: they pass no tenant quota.
+(v1 and v1alpha) always answer: they pass no tenant quota. Over a shared
+registry (`--registry postgresql://...`) the registry's packages are what is
+stored, and supervisor.registry_sync keeps this supervisor in step with the others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from supervisor.edge.quotas import TenantQuotas
 from supervisor.edge.redaction import service_redactor
 from supervisor.instance_lock import DataDirLock
 from supervisor.metrics import ServiceMetrics, Snapshot
+from supervisor.registry import Registry, open_registry
+from supervisor.registry_sync import RegistrySync
 from supervisor.sandboxes.runtime import find_runtime
 from supervisor.service_config import ServiceConfig, is_loopback
 from supervisor.tenants import PackageHost
@@ -90,6 +94,8 @@ class SupervisorServer:
         self.metrics_port = 0
         self._lag_sampler: asyncio.Task[None] | None = None
         self._stopping = False
+        self.registry: Registry | None = None
+        self.sync: RegistrySync | None = None
 
     async def start(self) -> None:
         """Listen; then load stored and watched packages in the background (health NOT_SERVING until done).
@@ -100,7 +106,10 @@ class SupervisorServer:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()  # before anything in the data dir is touched
-        self.host = PackageHost(config.data_dir, config.supervisor_config(), self.metrics)
+        self.registry = await asyncio.to_thread(open_registry, config.registry_url, config.data_dir, config.listen,
+                                                config.lease_seconds)
+        log.info("package registry: %s", self.registry.description)
+        self.host = PackageHost(config.data_dir, config.supervisor_config(), self.metrics, self.registry)
         message_limit = config.max_context_mib * MIB + MIB  # a context plus the message around it
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", message_limit),
                                                ("grpc.max_send_message_length", message_limit),
@@ -133,6 +142,11 @@ class SupervisorServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.host.start()
+        if self.registry.shared:
+            from supervisor.registry.postgres import PostgresRegistry
+
+            assert isinstance(self.registry, PostgresRegistry)
+            self.sync = RegistrySync(self.host, self.registry, config.reconcile_interval)
         await self._serve_metrics()
         await self.server.start()
         log.info("listening on %s (%s)", config.listen,
@@ -172,6 +186,8 @@ class SupervisorServer:
         assert self.host is not None and self.watcher is not None
         try:
             try:
+                if self.sync is not None:
+                    self.sync.start()  # changes recorded while this one loads are applied after
                 await self.host.restore()
                 await self.watcher.start()
             except Exception:  # noqa: BLE001 - the service keeps serving what did load
@@ -197,8 +213,12 @@ class SupervisorServer:
         if self._loader is not None:
             self._loader.cancel()
             await asyncio.gather(self._loader, return_exceptions=True)
+        if self.sync is not None:
+            await self.sync.stop()
         if self.host is not None:
             await self.host.close()
+        elif self.registry is not None:
+            await asyncio.to_thread(self.registry.close)
         if self._lag_sampler is not None:
             self._lag_sampler.cancel()
             await asyncio.gather(self._lag_sampler, return_exceptions=True)

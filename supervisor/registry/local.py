@@ -1,4 +1,4 @@
-"""The archive store: accepted packages on disk, stored by content (sha256) and indexed in SQLite.
+"""The embedded registry: accepted packages on disk, stored by content (sha256) and indexed in SQLite.
 
     DATA_DIR/archives/TENANT/SHA256.cloacina   one per loaded package (content-addressed)
     DATA_DIR/registry.db                       the index: versions accepted, packages loaded
@@ -21,22 +21,32 @@ names its own content and holds its package's name and version.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from supervisor.errors import PackageError
+from cloaca.schedules.store import ScheduleStore
+from supervisor.registry.base import (
+    ARCHIVE_SUFFIX,
+    RegistryEntry,
+    StoredArchive,
+    SweepReport,
+    VersionConflictError,
+    conflict_message,
+    file_sha256,
+    fsync_directory,
+    remove_partial_uploads,
+)
+from supervisor.run_history import RunHistory
 
 REGISTRY_NAME = "registry.db"
-ARCHIVE_SUFFIX = ".cloacina"
-PARTIAL_UPLOAD_PREFIX = ".upload-"  # what the edge receives an upload into, inside the data dir
+RUNS_NAME = "runs.db"
+SCHEDULES_NAME = "schedules.db"
 
 _SCHEMA = """
     CREATE TABLE IF NOT EXISTS versions (
@@ -46,12 +56,6 @@ _SCHEMA = """
         tenant TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
         loaded_at REAL NOT NULL, PRIMARY KEY (tenant, name));
 """
-
-
-class VersionConflictError(PackageError):
-    """The same name and version was accepted before with different content."""
-
-    code = "version_conflict"
 
 
 class RegistryCorrupted(RuntimeError):
@@ -66,45 +70,7 @@ class RegistryCorrupted(RuntimeError):
         self.path = path
 
 
-@dataclass(frozen=True)
-class RegistryEntry:
-    tenant: str
-    name: str
-    version: str
-    sha256: str
-    archive: Path
-
-
-@dataclass
-class SweepReport:
-    """What `sweep` removed at start."""
-
-    partial_uploads: int = 0
-    unreferenced_archives: int = 0
-    scratch_dirs: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.partial_uploads or self.unreferenced_archives or self.scratch_dirs)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename or unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_registry(path: Path) -> sqlite3.Connection:
+def open_index(path: Path) -> sqlite3.Connection:
     """Open (or create) the index and check it page by page; RegistryCorrupted if it is damaged."""
     db: sqlite3.Connection | None = None
     try:
@@ -126,13 +92,18 @@ def open_registry(path: Path) -> sqlite3.Connection:
     return db
 
 
-class ArchiveStore:
+class LocalRegistry:
+    """The registry of one supervisor: DATA_DIR/archives and DATA_DIR/registry.db."""
+
+    shared = False
+
     def __init__(self, data_dir: Path) -> None:
+        self.description = f"the embedded registry in {data_dir}"
         self.data_dir = data_dir
         self.archives_dir = data_dir / "archives"
         self.archives_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.registry_path = data_dir / REGISTRY_NAME
-        self._db = open_registry(self.registry_path)
+        self._db = open_index(self.registry_path)
         self._lock = threading.Lock()
         self._held: Counter[Path] = Counter()  # archives uploads under way still need, not yet recorded
         self._adopt_flat_archives()
@@ -142,8 +113,8 @@ class ArchiveStore:
 
     # --- storing ---------------------------------------------------------------------
 
-    def store(self, tenant: str, source: Path) -> tuple[str, Path]:
-        """Move an archive into the store under its sha256; returns (sha256, stored path).
+    def store(self, tenant: str, source: Path) -> StoredArchive:
+        """Move an archive into the store under its sha256.
 
         `source` must be on the same filesystem (uploads are received inside the data
         directory), so this is a rename, not a second copy. The stored archive is held
@@ -156,15 +127,16 @@ class ArchiveStore:
             self._held[target] += 1
             if target.exists():
                 source.unlink()
-                return sha256, target
+                return StoredArchive(tenant, sha256, target, str(target))
             with open(source, "rb") as handle:
                 os.fsync(handle.fileno())
             source.replace(target)
         fsync_directory(target.parent)
-        return sha256, target
+        return StoredArchive(tenant, sha256, target, str(target))
 
-    def release(self, archive: Path) -> None:
-        """An upload is done with `archive`: remove it unless a loaded package refers to it."""
+    def release(self, stored: StoredArchive) -> None:
+        """An upload is done with its archive: remove it unless a loaded package refers to it."""
+        archive = Path(stored.hold)
         with self._lock:
             self._held[archive] -= 1
             if self._held[archive] <= 0:
@@ -184,9 +156,7 @@ class ArchiveStore:
                 self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
                                  (tenant, name, version, sha256, time.time()))
         if row is not None and row[0] != sha256:
-            raise VersionConflictError(
-                f"{name} {version} was already accepted with different content; "
-                "give the changed package a new version")
+            raise VersionConflictError(conflict_message(name, version))
         return row is None
 
     def withdraw_claim(self, tenant: str, name: str, version: str, sha256: str) -> None:
@@ -246,16 +216,24 @@ class ArchiveStore:
     def loaded(self) -> list[RegistryEntry]:
         with self._lock:
             rows = self._db.execute("SELECT tenant, name, version, sha256 FROM loaded ORDER BY loaded_at").fetchall()
-        return [RegistryEntry(t, n, v, s, self.archive_path(t, s)) for t, n, v, s in rows]
+        return [RegistryEntry(*row) for row in rows]
+
+    def loaded_entry(self, tenant: str, name: str) -> RegistryEntry | None:
+        with self._lock:
+            row = self._db.execute("SELECT tenant, name, version, sha256 FROM loaded WHERE tenant=? AND name=?",
+                                   (tenant, name)).fetchone()
+        return RegistryEntry(*row) if row else None
+
+    @contextmanager
+    def open_archive(self, entry: RegistryEntry, scratch: Path) -> Iterator[Path]:
+        """The stored archive itself: it is already a local file."""
+        yield self.archive_path(entry.tenant, entry.sha256)
 
     # --- upkeep ----------------------------------------------------------------------
 
     def sweep(self) -> SweepReport:
         """At start, before any upload: remove partial uploads and archives no loaded package refers to."""
-        report = SweepReport()
-        for partial in self.data_dir.glob(f"{PARTIAL_UPLOAD_PREFIX}*"):
-            partial.unlink(missing_ok=True)
-            report.partial_uploads += 1
+        report = SweepReport(partial_uploads=remove_partial_uploads(self.data_dir))
         with self._lock:
             referenced = {self.archive_path(t, s) for t, s in self._db.execute("SELECT tenant, sha256 FROM loaded")}
             for tenant_dir in self.archives_dir.iterdir():
@@ -287,6 +265,12 @@ class ArchiveStore:
         for path in flat:
             path.unlink()  # adopted above, or referred to by nothing
         fsync_directory(self.archives_dir)
+
+    def open_run_history(self) -> RunHistory:
+        return RunHistory(self.data_dir / RUNS_NAME)
+
+    def open_schedule_store(self) -> ScheduleStore:
+        return ScheduleStore(self.data_dir / SCHEDULES_NAME)
 
     def close(self) -> None:
         with self._lock:
