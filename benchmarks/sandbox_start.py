@@ -20,6 +20,7 @@ Run: python benchmarks/sandbox_start.py [--loads N]
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -91,6 +92,8 @@ def uploads(archive_path: Path, runs: int, scratch: Path) -> list[float]:
 
 
 def main() -> None:
+    # The restarts it provokes and the layers it switches off on purpose are not news.
+    logging.getLogger("supervisor").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser()
     parser.add_argument("--loads", type=int, default=15)
     args = parser.parse_args()
