@@ -439,6 +439,9 @@ def test_metrics_of_calls_sandboxes_loads_and_the_service(start_server, noisy_ar
         with pytest.raises(grpc.RpcError):
             client.call("noisy", "no-such-task")
         wait_until(lambda: (value(scrape(port), "cloaca_sandbox_sandbox_memory_bytes", **package) or 0) > 0)
+        # The incarnation replacing the timed-out one counts as started once it is ready, after the call's answer.
+        wait_until(lambda: (value(scrape(port), "cloaca_sandbox_sandbox_starts_total", **package, outcome="ok")
+                            or 0) >= 3)
 
         samples = scrape(port)
         assert value(samples, "cloaca_sandbox_calls_total", **package, task="fine", outcome="completed") == 3
