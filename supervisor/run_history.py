@@ -11,13 +11,14 @@ Thread-safe: one connection behind a lock; the service calls it from a worker th
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cloaca._sqlite import open_sqlite, transaction
 
 RUNNING, LOST = "running", "lost"
 RUNS_KEPT = 10_000  # finished runs kept per package, the newest
@@ -64,10 +65,8 @@ class RunHistory:
         if connection is not None:
             self._db = connection
         else:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            if str(path) != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_sqlite(path, _SCHEMA)
+        self._stamp: dict[str, Any] = {}  # columns every run is recorded with (a shared history: its holder)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -76,21 +75,16 @@ class RunHistory:
 
     def started(self, tenant: str, package: str, workflow: str, origin: str = REQUEST) -> str:
         run_id = str(uuid.uuid4())
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._insert(run_id, tenant, package, workflow, origin)
+        columns = ("id", "tenant", "package", "workflow", "origin", "status", "started_at", *self._stamp)
+        values = (run_id, tenant, package, workflow, origin, RUNNING, time.time(), *self._stamp.values())
+        with self._lock, transaction(self._db):
+            self._db.execute(f"INSERT INTO workflow_runs ({', '.join(columns)}) VALUES "
+                             f"({', '.join('?' * len(columns))})", values)
             self._db.execute(
                 "DELETE FROM workflow_runs WHERE tenant = ? AND package = ? AND status != ? AND started_at < "
                 "(SELECT started_at FROM workflow_runs WHERE tenant = ? AND package = ? ORDER BY started_at DESC "
                 "LIMIT 1 OFFSET ?)", (tenant, package, RUNNING, tenant, package, self.runs_kept - 1))
-            self._db.execute("COMMIT")
         return run_id
-
-    def _insert(self, run_id: str, tenant: str, package: str, workflow: str, origin: str) -> None:
-        """Record a run as started (inside the caller's transaction)."""
-        self._db.execute("INSERT INTO workflow_runs (id, tenant, package, workflow, origin, status, started_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, tenant, package, workflow, origin, RUNNING,
-                                                          time.time()))
 
     def finished(self, run_id: str, status: str, error: str | None, duration_ms: float) -> None:
         with self._lock:

@@ -85,3 +85,18 @@ def test_a_dead_supervisors_runs_and_fires_are_lost_and_no_live_ones_are(members
     assert stores[0].executions(schedule.id)[0].outcome is Outcome.LOST
     for item in (*runs, *stores):
         item.close()
+
+
+def test_shared_history_is_bounded_and_records_its_holder(members, postgres_url):
+    """The shared store keeps a schedule's newest fires as the embedded one does, each with who ran it."""
+    registry = members()
+    store = registry.open_schedule_store()
+    store.history_kept = 3
+    [schedule] = store.sync_package("acme", "etl", TRIGGERS[:1])
+    for attempt in range(5):
+        store.record_poll(schedule, Outcome.POLL_ERROR, f"attempt {attempt}")
+    assert [e.error for e in store.executions(schedule.id)] == ["attempt 4", "attempt 3", "attempt 2"]
+    with psycopg.connect(postgres_url) as connection:
+        holders = {row[0] for row in connection.execute(
+            "SELECT holder FROM schedule_executions WHERE schedule_id = %s", (schedule.id,))}
+    assert holders == {registry.member_id}

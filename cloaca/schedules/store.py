@@ -16,7 +16,6 @@ in a worker thread.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from cloaca._sqlite import open_sqlite, transaction
 from cloaca.schedules.cron import CronExpression
 from cloaca.schedules.model import Execution, Outcome, Schedule, ScheduleKind, TriggerDefinition
 
@@ -106,11 +106,8 @@ class ScheduleStore:
         if connection is not None:
             self._db = connection
         else:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            if str(path) != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_sqlite(path, _SCHEMA, synchronous_full=True)
+        self._stamp: dict[str, Any] = {}  # columns every execution is recorded with (a shared store: its holder)
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -223,11 +220,9 @@ class ScheduleStore:
 
     def delete(self, schedule_id: str) -> None:
         self.get(schedule_id)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, transaction(self._db):
             self._db.execute("DELETE FROM schedule_executions WHERE schedule_id = ?", (schedule_id,))
             self._db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
-            self._db.execute("COMMIT")
 
     def sync_package(self, owner: str, package: str, triggers: list[TriggerDefinition]) -> list[Schedule]:
         """A package (re)loaded: its triggers become its active schedules; the ones it dropped go inactive.
@@ -284,14 +279,12 @@ class ScheduleStore:
         now = self._clock()
         execution = Execution(id=str(uuid.uuid4()), schedule_id=schedule.id, outcome=Outcome.CLAIMED,
                               claimed_at=now, scheduled_time=schedule.next_run_at)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, transaction(self._db):
             changed = self._db.execute(
                 "UPDATE schedules SET next_run_at = ?, last_run_at = ? WHERE id = ? AND next_run_at = ? "
                 "AND enabled = 1 AND active = 1", (following, now, schedule.id, schedule.next_run_at)).rowcount
             if changed == 1:
                 self._insert_execution(execution)
-            self._db.execute("COMMIT")
         return execution if changed == 1 else None
 
     def record_poll(self, schedule: Schedule, outcome: Outcome | None, error: str | None = None,
@@ -299,8 +292,7 @@ class ScheduleStore:
         """A trigger was polled; a fire or a poll error is recorded as an execution, a skip is not."""
         now = self._clock()
         execution = None
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, transaction(self._db):
             self._db.execute("UPDATE schedules SET last_poll_at = ? WHERE id = ?", (now, schedule.id))
             if outcome is not None:
                 execution = Execution(id=str(uuid.uuid4()), schedule_id=schedule.id, outcome=outcome, claimed_at=now,
@@ -309,15 +301,15 @@ class ScheduleStore:
                 self._insert_execution(execution)
                 if outcome is Outcome.CLAIMED:
                     self._db.execute("UPDATE schedules SET last_run_at = ? WHERE id = ?", (now, schedule.id))
-            self._db.execute("COMMIT")
         return execution
 
     def _insert_execution(self, execution: Execution) -> None:
         """Record an execution (inside the caller's transaction); a schedule keeps its last HISTORY_KEPT."""
         values = [getattr(execution, column) for column in _EXECUTION_COLUMNS]
         values[2] = execution.outcome.value
-        self._db.execute(f"INSERT INTO schedule_executions ({', '.join(_EXECUTION_COLUMNS)}) "
-                         f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))})", values)
+        columns = (*_EXECUTION_COLUMNS, *self._stamp)
+        self._db.execute(f"INSERT INTO schedule_executions ({', '.join(columns)}) "
+                         f"VALUES ({', '.join('?' * len(columns))})", (*values, *self._stamp.values()))
         self._db.execute(
             "DELETE FROM schedule_executions WHERE schedule_id = ? AND outcome NOT IN (?, ?) AND claimed_at < "
             "(SELECT claimed_at FROM schedule_executions WHERE schedule_id = ? ORDER BY claimed_at DESC "
@@ -344,12 +336,10 @@ class ScheduleStore:
         """
         now = self._clock()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             lost = self._db.execute(
                 "UPDATE schedule_executions SET outcome = ?, completed_at = ?, "
                 "error = coalesce(error, 'the service stopped before this run finished') WHERE outcome IN (?, ?)",
                 (Outcome.LOST.value, now, Outcome.CLAIMED.value, Outcome.RUNNING.value)).rowcount
-            self._db.execute("COMMIT")
         for schedule in self._select("kind = 'cron' AND active = 1 AND next_run_at < ?", (now,)):
             assert schedule.cron_expression is not None
             following = CronExpression(schedule.cron_expression, schedule.timezone).next_after(_utc(now)).timestamp()

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from cloaca._sqlite import transaction
 from cloaca.schedules.store import ScheduleStore
 from supervisor.registry.base import (
     ARCHIVE_SUFFIX,
@@ -149,7 +150,7 @@ class LocalRegistry:
         Raises VersionConflictError when the name and version were accepted (or are being
         uploaded) with different content.
         """
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             row = self._db.execute("SELECT sha256 FROM versions WHERE tenant=? AND name=? AND version=?",
                                    (tenant, name, version)).fetchone()
             if row is None:
@@ -170,7 +171,7 @@ class LocalRegistry:
         """The package is loaded from this archive; the one it replaced is removed when nothing else needs it."""
         now = time.time()
         with self._lock:
-            with self._transaction():
+            with transaction(self._db):
                 previous = self._db.execute("SELECT sha256 FROM loaded WHERE tenant=? AND name=?",
                                             (tenant, name)).fetchone()
                 self._db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?)",
@@ -186,17 +187,6 @@ class LocalRegistry:
             self._db.execute("DELETE FROM loaded WHERE tenant=? AND name=?", (tenant, name))
             if row is not None:
                 self._remove_if_unreferenced(self.archive_path(tenant, row[0]))
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """Under the lock: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def _remove_if_unreferenced(self, archive: Path) -> None:
         """Under the lock: remove an archive no loaded package and no upload under way refers to."""

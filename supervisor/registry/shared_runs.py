@@ -20,12 +20,7 @@ class SharedRunHistory(RunHistory):
     def __init__(self, database: Database, holder: str) -> None:
         super().__init__(connection=SqliteDialectConnection(database))
         self.holder = holder
-
-    def _insert(self, run_id: str, tenant: str, package: str, workflow: str, origin: str) -> None:
-        self._db.execute("INSERT INTO workflow_runs (id, tenant, package, workflow, origin, status, started_at, "
-                         "holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (run_id, tenant, package, workflow, origin, RUNNING, time.time(), self.holder))
-
+        self._stamp = {"holder": holder}  # every run records who runs it
     def recover(self) -> int:
         """Runs under way on supervisors that are no longer alive are lost; returns how many."""
         with self._lock:

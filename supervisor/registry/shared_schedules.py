@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from cloaca.schedules.cron import CronExpression
-from cloaca.schedules.model import Execution, Outcome, Schedule, TriggerDefinition
-from cloaca.schedules.store import _EXECUTION_COLUMNS, ScheduleStore
+from cloaca.schedules.model import Outcome, Schedule, TriggerDefinition
+from cloaca._sqlite import transaction
+from cloaca.schedules.store import ScheduleStore
 from supervisor.registry.database import Database
 from supervisor.registry.dialect import SqliteDialectConnection
 
@@ -41,6 +42,7 @@ class SharedScheduleStore(ScheduleStore):
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock=clock, connection=SqliteDialectConnection(database))
         self.holder = holder
+        self._stamp = {"holder": holder}  # every execution records who ran it
         self.lease_seconds = lease_seconds
         self._syncing = threading.Lock()
 
@@ -58,43 +60,37 @@ class SharedScheduleStore(ScheduleStore):
         here (their leases are never let go).
         """
         ttl = self.lease_seconds
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                mine = {row[0] for row in self._db.execute(
-                    "SELECT schedule_id FROM schedule_leases WHERE holder = ? AND expires_at > now()",
-                    (self.holder,)).fetchall()}
-                live = max(1, int(self._db.execute(f"SELECT count(*) FROM ({_LIVE}) AS live").fetchone()[0]))
-                total = int(self._db.execute(
-                    "SELECT count(*) FROM schedules WHERE active = 1 AND enabled = 1").fetchone()[0])
-                share = math.ceil(total / live)
-                keep = {sid for sid in mine if sid in eligible or sid in busy}
-                extra = sorted(sid for sid in keep if sid not in busy)[:max(0, len(keep) - share)]
-                keep -= set(extra)
-                gone = sorted(mine - keep)
-                if gone:  # expired now, not deleted: another supervisor sees it free at once
-                    self._db.execute("UPDATE schedule_leases SET expires_at = now() WHERE holder = ? "
-                                     "AND schedule_id = ANY(?)", (self.holder, gone))
-                self._db.execute(f"UPDATE schedule_leases SET expires_at = now() + {_SECONDS} "
-                                 "WHERE holder = ? AND schedule_id = ANY(?)", (ttl, self.holder, sorted(keep)))
-                candidates = sorted(eligible - mine)
-                wanted = share - len(keep)
-                if wanted > 0 and candidates:
-                    self._take(candidates, wanted, "NOT EXISTS (SELECT 1 FROM schedule_leases l "
-                               "WHERE l.schedule_id = s.id AND l.expires_at > now())")
-                if candidates:  # free for a whole lease period: nobody else can take it, so take it anyway
-                    self._take(candidates, len(candidates),
-                               f"NOT EXISTS (SELECT 1 FROM schedule_leases l WHERE l.schedule_id = s.id "
-                               f"AND l.expires_at > now() - {_SECONDS}) AND (EXISTS (SELECT 1 FROM schedule_leases l "
-                               f"WHERE l.schedule_id = s.id) OR s.created_at < extract(epoch FROM now()) - ?)",
-                               ttl, ttl)
-                held = {row[0] for row in self._db.execute(
-                    "SELECT schedule_id FROM schedule_leases WHERE holder = ? AND expires_at > now()",
-                    (self.holder,)).fetchall()}
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            mine = {row[0] for row in self._db.execute(
+                "SELECT schedule_id FROM schedule_leases WHERE holder = ? AND expires_at > now()",
+                (self.holder,)).fetchall()}
+            live = max(1, int(self._db.execute(f"SELECT count(*) FROM ({_LIVE}) AS live").fetchone()[0]))
+            total = int(self._db.execute(
+                "SELECT count(*) FROM schedules WHERE active = 1 AND enabled = 1").fetchone()[0])
+            share = math.ceil(total / live)
+            keep = {sid for sid in mine if sid in eligible or sid in busy}
+            extra = sorted(sid for sid in keep if sid not in busy)[:max(0, len(keep) - share)]
+            keep -= set(extra)
+            gone = sorted(mine - keep)
+            if gone:  # expired now, not deleted: another supervisor sees it free at once
+                self._db.execute("UPDATE schedule_leases SET expires_at = now() WHERE holder = ? "
+                                 "AND schedule_id = ANY(?)", (self.holder, gone))
+            self._db.execute(f"UPDATE schedule_leases SET expires_at = now() + {_SECONDS} "
+                             "WHERE holder = ? AND schedule_id = ANY(?)", (ttl, self.holder, sorted(keep)))
+            candidates = sorted(eligible - mine)
+            wanted = share - len(keep)
+            if wanted > 0 and candidates:
+                self._take(candidates, wanted, "NOT EXISTS (SELECT 1 FROM schedule_leases l "
+                           "WHERE l.schedule_id = s.id AND l.expires_at > now())")
+            if candidates:  # free for a whole lease period: nobody else can take it, so take it anyway
+                self._take(candidates, len(candidates),
+                           f"NOT EXISTS (SELECT 1 FROM schedule_leases l WHERE l.schedule_id = s.id "
+                           f"AND l.expires_at > now() - {_SECONDS}) AND (EXISTS (SELECT 1 FROM schedule_leases l "
+                           f"WHERE l.schedule_id = s.id) OR s.created_at < extract(epoch FROM now()) - ?)",
+                           ttl, ttl)
+            held = {row[0] for row in self._db.execute(
+                "SELECT schedule_id FROM schedule_leases WHERE holder = ? AND expires_at > now()",
+                (self.holder,)).fetchall()}
         return held
 
     def _take(self, candidates: list[str], limit: int, free: str, *free_args: Any) -> None:
@@ -107,21 +103,7 @@ class SharedScheduleStore(ScheduleStore):
             f"WHERE schedule_leases.expires_at <= now()",
             (self.holder, self.lease_seconds, candidates, *free_args, limit))
 
-    def leases(self) -> dict[str, str]:
-        """Every live lease: schedule id -> holder."""
-        with self._lock:
-            rows = self._db.execute("SELECT schedule_id, holder FROM schedule_leases WHERE expires_at > now()"
-                                    ).fetchall()
-        return dict(rows)
-
-    # --- recorded with their holder --------------------------------------------------------
-
-    def _insert_execution(self, execution: Execution) -> None:
-        values = [getattr(execution, column) for column in _EXECUTION_COLUMNS]
-        values[2] = execution.outcome.value
-        columns = (*_EXECUTION_COLUMNS, "holder")
-        self._db.execute(f"INSERT INTO schedule_executions ({', '.join(columns)}) "
-                         f"VALUES ({', '.join('?' * len(columns))})", (*values, self.holder))
+    # --- one supervisor at a time ---------------------------------------------------------
 
     def sync_package(self, owner: str, package: str, triggers: list[TriggerDefinition]) -> list[Schedule]:
         """As the base store, one supervisor at a time per package (each loads every package)."""
