@@ -105,12 +105,12 @@ class Scheduler:
 
     async def _watch(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # before the tick: a change made while it reads the store wakes the next wait
             try:
                 wait = await self._tick()
             except Exception:  # noqa: BLE001 - the scheduler must outlive any one schedule's trouble
                 log.exception("the scheduler's tick failed")
                 wait = 1.0
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
             except asyncio.TimeoutError:
