@@ -167,20 +167,6 @@ def interpreter_start(args: list[str], runs: int) -> list[float]:
     return timed(lambda: subprocess.run([sys.executable, *args], check=True), runs)
 
 
-def process_cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (and their reaped children) so far."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:
-            pass
-    return total
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve-echo"]:
         serve_echo(sys.argv[2])

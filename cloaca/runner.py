@@ -258,7 +258,7 @@ class DefaultRunner:
             raise ValueError(f"Failed to {action}: this DefaultRunner has been shut down")
         try:
             return work(self._open_schedules())
-        except (CronError, UnknownScheduleError, sqlite3.Error) as exc:
+        except (_Refused, CronError, UnknownScheduleError, sqlite3.Error) as exc:
             raise ValueError(f"Failed to {action}: {exc}") from None
 
     def register_cron_workflow(self, workflow_name: str, cron_expression: str, timezone: str = "UTC") -> str:
@@ -270,7 +270,7 @@ class DefaultRunner:
             schedules.changed()
             return schedule.id
 
-        return self._refusing("register cron workflow", register)
+        return self._scheduling("register cron workflow", register)
 
     def list_cron_schedules(self, enabled_only: bool | None = None, limit: int | None = None,
                             offset: int | None = None) -> list[dict[str, Any]]:
@@ -358,7 +358,7 @@ class DefaultRunner:
             schedules.store.set_enabled(found.id, bool(enabled))
             schedules.changed()
 
-        self._refusing("update trigger", set_enabled)
+        self._scheduling("update trigger", set_enabled)
 
     def get_trigger_execution_history(self, trigger_name: str, limit: int | None = None,
                                       offset: int | None = None) -> list[dict[str, Any]]:
@@ -371,12 +371,6 @@ class DefaultRunner:
                     schedules.store.executions(found.id, _count(limit, 100), _count(offset, 0))]
 
         return self._scheduling("get trigger execution history", history)
-
-    def _refusing(self, action: str, work: Callable[["LocalSchedules"], T]) -> T:
-        try:
-            return self._scheduling(action, work)
-        except _Refused as exc:
-            raise ValueError(f"Failed to {action}: {exc}") from None
 
     def shutdown(self) -> None:
         """Stop the schedules, waiting retries and pending tasks of runs under way; close the database."""

@@ -27,7 +27,7 @@ from cloaca.schedules.cron import CronError, CronExpression
 from cloaca.schedules.model import Execution, Outcome, PollOutcome, RunOutcome, Schedule, ScheduleKind, TriggerDefinition
 from cloaca.schedules.scheduler import Scheduler
 from cloaca.schedules.store import ScheduleStore, UnknownScheduleError
-from cloaca.triggers import parse_duration_ms
+from cloaca.triggers import DEFAULT_POLL_INTERVAL, parse_duration_ms
 from supervisor.discovery import Discovery
 from supervisor.errors import InvalidTriggerError
 from supervisor.results import CallRejected, CallResult
@@ -53,7 +53,7 @@ def schedule_definitions(discovery: Discovery) -> list[TriggerDefinition]:
                 definitions.append(TriggerDefinition(trigger.name, trigger.workflow, cron=cron, timezone=zone,
                                                      allow_concurrent=bool(options.get("allow_concurrent"))))
             else:
-                interval = parse_duration_ms(options.get("poll_interval") or "30s")
+                interval = parse_duration_ms(options.get("poll_interval") or DEFAULT_POLL_INTERVAL)
                 if interval <= 0:
                     raise ValueError("a poll interval must be longer than 0ms")
                 definitions.append(TriggerDefinition(trigger.name, trigger.workflow, poll_interval_ms=interval,

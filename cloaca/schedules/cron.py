@@ -46,6 +46,10 @@ class CronExpression:
             raise CronError(f"unknown timezone {self.timezone_name!r}: use an IANA name such as 'UTC' or "
                             "'Europe/Paris'") from None
 
+    def next_time(self, after: float) -> float:
+        """The first fire strictly after `after`, both in seconds since the epoch."""
+        return self.next_after(datetime.fromtimestamp(after, UTC)).timestamp()
+
     def next_after(self, moment: datetime) -> datetime:
         """The first fire strictly after `moment` (an aware datetime), in UTC."""
         local = moment.astimezone(self.zone)

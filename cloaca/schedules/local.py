@@ -24,7 +24,7 @@ from cloaca.registry import REGISTRY
 from cloaca.schedules.model import PollOutcome, RunOutcome, Schedule, TriggerDefinition
 from cloaca.schedules.scheduler import Scheduler
 from cloaca.schedules.store import ScheduleStore
-from cloaca.triggers import parse_duration_ms, poll_answer
+from cloaca.triggers import DEFAULT_POLL_INTERVAL, parse_duration_ms, poll_answer
 
 if TYPE_CHECKING:
     from cloaca.runner import DefaultRunner
@@ -41,7 +41,7 @@ def declared_triggers() -> list[TriggerDefinition]:
             continue
         definitions.append(TriggerDefinition(
             name=spec.name, workflow=spec.workflow, cron=spec.cron, timezone=spec.timezone,
-            poll_interval_ms=None if spec.cron else parse_duration_ms(spec.poll_interval or "30s"),
+            poll_interval_ms=None if spec.cron else parse_duration_ms(spec.poll_interval or DEFAULT_POLL_INTERVAL),
             allow_concurrent=spec.allow_concurrent))
     return definitions
 

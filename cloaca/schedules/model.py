@@ -25,8 +25,6 @@ class Outcome(str, enum.Enum):
     POLL_ERROR = "poll_error"  # the trigger's function raised, or answered what a trigger cannot
 
 
-FINISHED = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.SKIPPED, Outcome.LOST, Outcome.POLL_ERROR})
-
 
 def iso(moment: float | None) -> str | None:
     return None if moment is None else datetime.fromtimestamp(moment, timezone.utc).isoformat()

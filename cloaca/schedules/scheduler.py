@@ -23,12 +23,12 @@ import hashlib
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from cloaca.schedules.cron import CronError, CronExpression
 from cloaca.schedules.model import Outcome, PollOutcome, RunOutcome, Schedule, ScheduleKind
 from cloaca.schedules.store import ScheduleStore
+from cloaca.triggers import DEFAULT_POLL_INTERVAL, parse_duration_ms
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Scheduler:
                 if following is not None:
                     soonest = min(soonest, following)
             else:
-                interval = (schedule.poll_interval_ms or 30_000) / 1000.0
+                interval = (schedule.poll_interval_ms or parse_duration_ms(DEFAULT_POLL_INTERVAL)) / 1000.0
                 due = (self.last_poll(schedule) or 0.0) + interval
                 if due <= now and self._may_poll(schedule):
                     self._polling.add(schedule.id)
@@ -178,8 +178,7 @@ class Scheduler:
         except CronError as exc:
             log.error("schedule %s has a cron expression that no longer parses: %s", schedule.id, exc)
             return None
-        following = cron.next_after(datetime.fromtimestamp(max(now, schedule.next_run_at or now),
-                                                           timezone.utc)).timestamp()
+        following = cron.next_time(now)  # called once next_run_at <= now
         execution = await self._store(self.store.claim_cron_fire, schedule, following)
         if execution is None:
             return None  # fired already (by a previous life of this process, or another scheduler)

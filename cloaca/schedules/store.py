@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -88,10 +87,6 @@ def _execution(row: tuple[Any, ...]) -> Execution:
     values = dict(zip(_EXECUTION_COLUMNS, row))
     values["outcome"] = Outcome(values["outcome"])
     return Execution(**values)
-
-
-def _utc(moment: float) -> datetime:
-    return datetime.fromtimestamp(moment, timezone.utc)
 
 
 HISTORY_KEPT = 1000  # executions kept per schedule: a poll that fails every 100 ms must not fill the disk
@@ -182,7 +177,7 @@ class ScheduleStore:
         now = self._clock()
         schedule = Schedule(id=str(uuid.uuid4()), kind=ScheduleKind.CRON, workflow=workflow, owner=owner,
                             package=package, name=name, cron_expression=cron.expression, timezone=cron.timezone_name,
-                            allow_concurrent=allow_concurrent, next_run_at=cron.next_after(_utc(now)).timestamp(),
+                            allow_concurrent=allow_concurrent, next_run_at=cron.next_time(now),
                             created_at=now, updated_at=now)
         self._insert(schedule)
         return schedule
@@ -203,7 +198,7 @@ class ScheduleStore:
         with self._lock:
             self._db.execute("UPDATE schedules SET cron_expression = ?, timezone = ?, next_run_at = ?, updated_at = ? "
                              "WHERE id = ?", (cron.expression, cron.timezone_name,
-                                              cron.next_after(_utc(now)).timestamp(), now, schedule_id))
+                                              cron.next_time(now), now, schedule_id))
         return self.get(schedule_id)
 
     def set_enabled(self, schedule_id: str, enabled: bool) -> Schedule:
@@ -212,7 +207,7 @@ class ScheduleStore:
         next_run = schedule.next_run_at
         if enabled and not schedule.enabled and schedule.cron_expression:
             # Resumed: from now on, not the fires it slept through.
-            next_run = CronExpression(schedule.cron_expression, schedule.timezone).next_after(_utc(now)).timestamp()
+            next_run = CronExpression(schedule.cron_expression, schedule.timezone).next_time(now)
         with self._lock:
             self._db.execute("UPDATE schedules SET enabled = ?, next_run_at = ?, updated_at = ? WHERE id = ?",
                              (int(enabled), next_run, now, schedule_id))
@@ -239,7 +234,7 @@ class ScheduleStore:
             else:
                 expression, zone = None, trigger.timezone or "UTC"
             if not existing:
-                next_run = cron.next_after(_utc(now)).timestamp() if trigger.cron else None
+                next_run = cron.next_time(now) if trigger.cron else None
                 self._insert(Schedule(id=str(uuid.uuid4()), kind=trigger.kind, workflow=trigger.workflow, owner=owner,
                                       package=package, name=trigger.name, cron_expression=expression, timezone=zone,
                                       poll_interval_ms=trigger.poll_interval_ms,
@@ -251,7 +246,7 @@ class ScheduleStore:
             # supervisor's scheduler) keeps the next_run_at it set, so it is never fired again.
             moves = not trigger.cron or (expression != current.cron_expression or zone != current.timezone
                                          or current.next_run_at is None or not current.active)
-            next_run = cron.next_after(_utc(now)).timestamp() if trigger.cron and moves else None
+            next_run = cron.next_time(now) if trigger.cron and moves else None
             with self._lock:
                 self._db.execute(
                     "UPDATE schedules SET kind = ?, workflow = ?, cron_expression = ?, timezone = ?, "
@@ -342,7 +337,7 @@ class ScheduleStore:
                 (Outcome.LOST.value, now, Outcome.CLAIMED.value, Outcome.RUNNING.value)).rowcount
         for schedule in self._select("kind = 'cron' AND active = 1 AND next_run_at < ?", (now,)):
             assert schedule.cron_expression is not None
-            following = CronExpression(schedule.cron_expression, schedule.timezone).next_after(_utc(now)).timestamp()
+            following = CronExpression(schedule.cron_expression, schedule.timezone).next_time(now)
             with self._lock:
                 self._db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ? AND next_run_at = ?",
                                  (following, schedule.id, schedule.next_run_at))

@@ -26,10 +26,6 @@ CONNECT_TIMEOUT = 10  # seconds to reach the server before giving up
 POOL_SIZE = 4
 
 
-def is_database_url(value: str) -> bool:
-    return urlsplit(value).scheme in SCHEMES
-
-
 def check_url(value: str) -> str:
     """A PostgreSQL URL libpq can parse; ValueError (one line, no password) otherwise."""
     scheme = urlsplit(value).scheme

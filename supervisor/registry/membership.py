@@ -35,11 +35,6 @@ class Membership:
         """Push this supervisor's deadline on (joining again if others had given it up for dead)."""
         self.join()
 
-    def live_count(self) -> int:
-        with self.database.transaction() as connection:
-            row = connection.execute("SELECT count(*) FROM supervisors WHERE expires_at > now()").fetchone()
-        return int(row[0]) if row else 0
-
     def leave(self) -> None:
         """A clean stop: hand over at once what a dead supervisor would hand over at its deadline."""
         with self.database.transaction() as connection:

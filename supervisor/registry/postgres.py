@@ -163,12 +163,14 @@ class PostgresRegistry:
         payload = json.dumps({"tenant": tenant, "name": name, "by": self.member_id})
         connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
-    def _remove_if_unreferenced(self, tenant: str, sha256: str) -> None:
+    def _remove_if_unreferenced(self, tenant: str, sha256: str) -> int:
+        """Remove the archive if nothing refers to it; returns how many were removed (0 or 1)."""
         try:
             with self.database.transaction() as connection:
-                connection.execute(f"DELETE FROM archives a WHERE {_UNREFERENCED}", {"tenant": tenant, "sha256": sha256})
+                return connection.execute(f"DELETE FROM archives a WHERE {_UNREFERENCED}",
+                                          {"tenant": tenant, "sha256": sha256}).rowcount
         except psycopg.errors.ForeignKeyViolation:
-            pass  # recorded as loaded meanwhile, by another supervisor: it stays
+            return 0  # recorded as loaded meanwhile, by another supervisor: it stays
 
     # --- reading ---------------------------------------------------------------------
 
@@ -223,13 +225,7 @@ class PostgresRegistry:
                 "SELECT tenant, sha256 FROM archives a WHERE NOT EXISTS (SELECT 1 FROM loaded l "
                 "WHERE l.tenant = a.tenant AND l.sha256 = a.sha256)").fetchall()
         for tenant, sha256 in candidates:
-            with self.database.transaction() as connection:
-                try:
-                    report.unreferenced_archives += connection.execute(
-                        f"DELETE FROM archives a WHERE {_UNREFERENCED}", {"tenant": tenant, "sha256": sha256}
-                    ).rowcount
-                except psycopg.errors.ForeignKeyViolation:
-                    connection.rollback()
+            report.unreferenced_archives += self._remove_if_unreferenced(tenant, sha256)
         return report
 
     def open_run_history(self) -> SharedRunHistory:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from cloaca.schedules.cron import CronExpression
@@ -133,8 +132,7 @@ class SharedScheduleStore(ScheduleStore):
         stale = now - 2 * self.lease_seconds
         for schedule in self._select("kind = 'cron' AND active = 1 AND enabled = 1 AND next_run_at < ?", (stale,)):
             assert schedule.cron_expression is not None
-            following = CronExpression(schedule.cron_expression, schedule.timezone).next_after(
-                datetime.fromtimestamp(now, timezone.utc)).timestamp()
+            following = CronExpression(schedule.cron_expression, schedule.timezone).next_time(now)
             with self._lock:
                 self._db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ? AND next_run_at = ?",
                                  (following, schedule.id, schedule.next_run_at))
