@@ -63,6 +63,17 @@ def noop_archive(name: str = "noop") -> bytes:
     return buffer.getvalue()
 
 
+def upload_noops(address: str, scratch: Path, count: int) -> None:
+    """Upload `count` no-op packages, noop-0 ... noop-{count-1}, through the public API."""
+    from supervisor.client import SupervisorClient
+
+    with SupervisorClient(address) as client:
+        for index in range(count):
+            path = scratch / f"noop-{index}.cloacina"
+            path.write_bytes(noop_archive(f"noop-{index}"))
+            client.upload(path)
+
+
 class Summary:
     def __init__(self, samples: list[float]) -> None:
         ordered = sorted(samples)

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import multiprocessing
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +28,9 @@ from typing import Iterator
 
 import psutil
 
-from common import ROOT, noop_archive
+from common import upload_noops
 from daemon import daemon
 from throughput import PACKAGES, caller, service_cpu
-
-sys.path.insert(0, str(ROOT))
-
 
 def tree_cpu(processes: list[psutil.Process]) -> float:
     return sum(service_cpu(process) for process in processes)
@@ -62,16 +58,6 @@ def measure(servers: str, callers: int, seconds: float, processes: list[psutil.P
     calls = sum(done for done, _ in outcomes)
     cpu = spent + database_spent + sum(used for _, used in outcomes)
     return calls / seconds, cpu / max(1, calls), database_spent / max(1, calls)
-
-
-def upload_noops(address: str, scratch: Path) -> None:
-    from supervisor.client import SupervisorClient
-
-    with SupervisorClient(address) as client:
-        for index in range(PACKAGES):
-            path = scratch / f"noop-{index}.cloacina"
-            path.write_bytes(noop_archive(f"noop-{index}"))
-            client.upload(path)
 
 
 def wait_loaded(address: str) -> None:
@@ -117,12 +103,12 @@ def main() -> None:
         for count in (1, 2, 3):
             with supervisors(count, scratch, None) as running:  # the baseline: separate hosts, as today
                 for address, _ in running:
-                    upload_noops(address, scratch)
+                    upload_noops(address, scratch, PACKAGES)
                 servers = ",".join(address for address, _ in running)
                 baseline = measure(servers, args.callers, args.seconds, [p for _, p in running], None)
             url = postgres.create_database()
             with supervisors(count, scratch, url) as running:
-                upload_noops(running[0][0], scratch)  # once: every supervisor loads it from the registry
+                upload_noops(running[0][0], scratch, PACKAGES)  # once: every supervisor loads it from the registry
                 for address, _ in running:
                     wait_loaded(address)
                 servers = ",".join(address for address, _ in running)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Summary
+from common import Summary
 from daemon import daemon
 
 SOURCE = '''
@@ -54,7 +53,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fires", type=int, default=20, help="cron fires to time (one a second)")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from supervisor.client import SupervisorClient
     from tests.projects import build
 

@@ -16,21 +16,19 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from common import PAYLOAD, ROOT, echo_server, free_port, noop_archive
+from common import PAYLOAD, echo_server, free_port, upload_noops
 from daemon import daemon
 
 PACKAGES = 4
 
 
 def caller(address: str, kind: str, seconds: float, start_at: float, results: "multiprocessing.Queue[tuple]") -> None:
-    sys.path.insert(0, str(ROOT))
     import grpc
 
     from supervisor.client import SupervisorClient
@@ -102,14 +100,7 @@ def main() -> None:
         for count in counts:
             rows.append(("floor: unary echo", count, *measure(address, "floor", count, args.seconds, echo_process)))
     with daemon(scratch / "data") as (address, process):
-        sys.path.insert(0, str(ROOT))
-        from supervisor.client import SupervisorClient
-
-        with SupervisorClient(address) as client:
-            for index in range(PACKAGES):
-                path = scratch / f"noop-{index}.cloacina"
-                path.write_bytes(noop_archive(f"noop-{index}"))
-                client.upload(path)
+        upload_noops(address, scratch, PACKAGES)
         server = psutil.Process(process.pid)
         for count in counts:
             rows.append((f"CallTask over {PACKAGES} packages", count, *measure(address, "service", count,
